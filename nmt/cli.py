@@ -1,0 +1,43 @@
+"""The glue every script shares: compose the Hydra config into its dataclass and report NmtError cleanly."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hydra
+from omegaconf import DictConfig
+
+from nmt.config import to_object
+from nmt.errors import NmtError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+T = TypeVar("T")
+
+
+def hydra_main(
+    config_name: str, schema: type[T], config_dir: Path = CONF_DIR
+) -> Callable[[Callable[[T], Any]], Callable[[], None]]:
+    """Decorate ``fn(cfg: schema)`` into a Hydra entry point reading ``config_dir/config_name.yaml``.
+
+    A user error (:class:`NmtError`) is printed as one line on stderr with exit status 2, without a traceback,
+    unless ``NMT_DEBUG=1``.
+    """
+
+    def decorator(fn: Callable[[T], Any]) -> Callable[[], None]:
+        @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)
+        def entry(cfg: DictConfig) -> None:
+            try:
+                fn(to_object(cfg, schema))
+            except NmtError as exc:
+                if os.environ.get("NMT_DEBUG"):
+                    raise
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(2)
+
+        return entry
+
+    return decorator
