@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import hydra
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from nmt.config import to_object
 from nmt.errors import NmtError
@@ -31,7 +32,12 @@ def hydra_main(
         @hydra.main(version_base="1.3", config_path=str(config_dir), config_name=config_name)
         def entry(cfg: DictConfig) -> None:
             try:
-                fn(to_object(cfg, schema))
+                typed = to_object(cfg, schema)
+            except OmegaConfBaseException as exc:
+                print(f"error: invalid config: {exc}", file=sys.stderr)
+                sys.exit(2)
+            try:
+                fn(typed)
             except NmtError as exc:
                 if os.environ.get("NMT_DEBUG"):
                     raise

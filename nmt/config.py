@@ -59,7 +59,9 @@ class AttentionType(Choice):
 
 class DecoderStep(Choice):
     bahdanau = "bahdanau"  # attend with s_{i-1}; RNN input [y_{i-1}; c_i]; output from [y_{i-1}; s_i; c_i]
-    luong = "luong"  # RNN input [y_{i-1}; h~_{i-1}] (input feeding); attend with s_i; h~_i = tanh(W[s_i; c_i])
+    luong = (
+        "luong"  # RNN input [y_{i-1}; h~_{i-1}] (input feeding); attend with s_i; h~_i = tanh(W[s_i; c_i])
+    )
 
 
 class Schedule(Choice):
@@ -118,8 +120,8 @@ class HFConfig:
     train_split: str = "train"
     dev_split: str = "validation"
     test_split: str = "test"
-    src_field: str = "translation.${data.src_lang}"  # dotted path into each record
-    tgt_field: str = "translation.${data.tgt_lang}"
+    src_field: str | None = None  # dotted path into each record; None: "translation.<data.src_lang>"
+    tgt_field: str | None = None  # None: "translation.<data.tgt_lang>"
 
 
 @dataclass
@@ -212,6 +214,9 @@ class SearchConfig:
     nbest: int = 1
     no_repeat_ngram: int = 0  # 0: off
     batch_tokens: int = 4000  # source tokens per decoding batch
+    max_src_len: int = (
+        400  # longer inputs are cut to this many subword tokens, with a warning naming the line
+    )
 
 
 # ------------------------------------------------------------------------------------------ top level
@@ -240,7 +245,6 @@ class TranslateConfig:
     output: str = "-"  # "-": stdout
     checkpoint: str = "best"  # best | last | a file inside model_dir
     average: int = 0  # average the last K kept checkpoints (0: off)
-    ensemble: list[str] = field(default_factory=list)  # extra model directories to ensemble with
     search: SearchConfig = field(default_factory=SearchConfig)
     quantize: Quantize = Quantize.none
     dump_attention: str | None = None  # write attention matrices here (.pt)
