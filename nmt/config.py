@@ -277,7 +277,7 @@ class VisualizeConfig:
     sentences: list[str] = field(default_factory=list)
     input: str | None = None  # a text file of sentences (one per line)
     attention_file: str | None = None  # a file written by translate's dump_attention
-    out_dir: str = "attention"
+    out_dir: str | None = None  # None: <model_dir>/attention (or ./attention for a dump)
     formats: list[str] = field(default_factory=lambda: ["png", "svg"])
     word_level: bool = False  # merge subword attention to words
     grid: bool = True  # also one figure with all sentences

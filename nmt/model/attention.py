@@ -1,0 +1,105 @@
+"""Attention: which source annotations the decoder looks at when it emits the next word.
+
+Every mechanism splits its work in two: ``project_keys`` runs once per sentence on the encoder states (the
+part of the score that does not depend on the decoder), ``forward`` runs at every decoder step:
+
+    e_ij = score(s, h_j)                     for each source position j
+    a_ij = exp(e_ij) / sum_k exp(e_ik)       softmax over the real (non-padding) positions only
+    c_i  = sum_j a_ij h_j                    the context vector
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from nmt.config import AttentionType
+
+
+class Attention(nn.Module):
+    """Common interface; subclasses define ``project_keys`` and ``score``."""
+
+    def project_keys(self, states: Tensor) -> Tensor:
+        """Per-sentence part of the score: ``[batch, src_len, 2*hidden]`` -> keys ``[batch, src_len, key]``."""
+        raise NotImplementedError
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        """Unnormalised scores e_j: query ``[batch, query]``, keys ``[batch, src_len, key]`` -> ``[batch, src_len]``."""
+        raise NotImplementedError
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Attend over one batch of sentences for one decoder step.
+
+        Args:
+            query: decoder state ``[batch, query_size]``.
+            keys: ``project_keys(values)``, ``[batch, src_len, key]``.
+            values: encoder states h_j ``[batch, src_len, 2*hidden]``.
+            mask: ``[batch, src_len]`` bool, True on real tokens (at least one per row).
+
+        Returns:
+            context ``[batch, 2*hidden]`` and weights ``[batch, src_len]`` (rows sum to 1, exactly 0 on padding).
+        """
+        scores = self.score(query, keys)
+        # -inf, not a large negative number: exp(-inf) is exactly 0 in every float type, bf16 included.
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)
+        return context, weights
+
+
+class BahdanauAttention(Attention):
+    """Additive attention: e_ij = v^T tanh(W s_{i-1} + U h_j) (Bahdanau et al., 2014, appendix A.1.2).
+
+    U h_j (+ b) does not depend on the decoder, so it is the key, computed once per sentence; each step costs
+    one ``[query -> attention]`` product plus the tanh and v over the source positions. The paper omits biases
+    from its equations for brevity; the one bias inside the tanh sits in the key layer, where it costs nothing
+    per step (a bias on W would be redundant with it, and one on v cancels in the softmax).
+    """
+
+    def __init__(self, query_size: int, key_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.key_layer = nn.Linear(key_size, attention_size)  # U, b
+        self.query_layer = nn.Linear(query_size, attention_size, bias=False)  # W
+        self.energy_layer = nn.Linear(attention_size, 1, bias=False)  # v
+
+    def project_keys(self, states: Tensor) -> Tensor:
+        """U h_j + b: ``[batch, src_len, 2*hidden]`` -> ``[batch, src_len, attention]``."""
+        return self.key_layer(states)
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        """v^T tanh(W s + U h_j): ``[batch, query]``, ``[batch, src_len, attention]`` -> ``[batch, src_len]``."""
+        return self.energy_layer(torch.tanh(self.query_layer(query).unsqueeze(1) + keys)).squeeze(-1)
+
+
+class MultiplicativeAttention(Attention):
+    """Luong et al. (2015) ``general``: e_ij = s^T W h_j, and ``dot``: e_ij = s^T h_j.
+
+    W h_j is the key, computed once per sentence, so a step costs one batched dot product. ``dot`` needs the
+    query and the annotations to have the same size; when they differ (in Seq2Seq they always do: the decoder
+    state has ``hidden`` units, the annotations ``2*hidden``) the keys are projected once with a bias-free
+    ``Linear(key -> query)``, which makes ``dot`` the same function class as ``general`` there. ``general``
+    always has W.
+    """
+
+    def __init__(self, query_size: int, key_size: int, project: bool) -> None:
+        super().__init__()
+        self.key_layer = nn.Linear(key_size, query_size, bias=False) if project else None  # W
+
+    def project_keys(self, states: Tensor) -> Tensor:
+        """W h_j (or h_j itself): ``[batch, src_len, 2*hidden]`` -> ``[batch, src_len, query]``."""
+        return states if self.key_layer is None else self.key_layer(states)
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        """s^T k_j: ``[batch, query]``, ``[batch, src_len, query]`` -> ``[batch, src_len]``."""
+        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
+
+
+def build_attention(kind: AttentionType, query_size: int, key_size: int, attention_size: int) -> Attention:
+    """The attention named by ``kind``; ``attention_size`` is used by ``bahdanau`` only."""
+    if kind == AttentionType.bahdanau:
+        return BahdanauAttention(query_size, key_size, attention_size)
+    if kind == AttentionType.general:
+        return MultiplicativeAttention(query_size, key_size, project=True)
+    if kind == AttentionType.dot:
+        return MultiplicativeAttention(query_size, key_size, project=query_size != key_size)
+    raise ValueError(f"unknown attention type {kind!r}")

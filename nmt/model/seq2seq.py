@@ -1,0 +1,102 @@
+"""RNN encoder-decoder with attention (Bahdanau, Cho & Bengio, 2014): the model search and training see.
+
+Search talks to it only through ``encode`` -> ``init_decoder_state`` -> ``decode_step`` (repeated); training
+through ``forward`` (teacher forcing). Both run the same ``Decoder.step``, so they compute the same thing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from nmt.config import ModelConfig
+from nmt.model.decoder import Decoder
+from nmt.model.encoder import Encoder
+from nmt.model.flops import forward_flops
+from nmt.model.state import DecoderState, EncoderOutput
+from nmt.tokenizer import PAD_ID
+
+
+def lengths_to_mask(lengths: Tensor, max_len: int, device: torch.device) -> Tensor:
+    """``[batch]`` lengths -> ``[batch, max_len]`` bool on ``device``, True on the first ``length`` positions."""
+    return torch.arange(max_len, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
+class Seq2Seq(nn.Module):
+    """Bidirectional encoder, attentional decoder; sizes and variants from ``ModelConfig``."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tgt_vocab_size = tgt_vocab_size
+        self.encoder = Encoder(
+            cfg.rnn_type, src_vocab_size, cfg.emb_size, cfg.hidden_size, cfg.enc_layers, cfg.dropout
+        )
+        self.decoder = Decoder(cfg, tgt_vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform(-init_range, init_range) for every weight when ``init_range > 0``; padding embeddings zero."""
+        if self.cfg.init_range > 0:
+            for param in self.parameters():
+                nn.init.uniform_(param, -self.cfg.init_range, self.cfg.init_range)
+        with torch.no_grad():
+            self.encoder.embedding.weight[PAD_ID].zero_()
+            self.decoder.embedding.weight[PAD_ID].zero_()
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+        """Encode a source batch once: ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``."""
+        states, hidden, cell = self.encoder(src, src_lengths)
+        return EncoderOutput(
+            states=states,
+            mask=lengths_to_mask(src_lengths, src.size(1), src.device),
+            keys=self.decoder.attention.project_keys(states),
+            hidden=hidden,
+            cell=cell,
+        )
+
+    def init_decoder_state(self, enc: EncoderOutput) -> DecoderState:
+        """The decoder's state before the first target token (from the encoder's final states)."""
+        return self.decoder.init_state(enc)
+
+    def decode_step(
+        self, prev_tokens: Tensor, state: DecoderState, enc: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """One target token for every row.
+
+        Args:
+            prev_tokens: ``[batch]`` y_{i-1} (BOS at the first step).
+            state: the state after step i-1 (``init_decoder_state`` at the first step).
+            enc: ``encode``'s output, rows aligned with ``prev_tokens`` (``index_select`` it for beams).
+
+        Returns:
+            log p(y_i | y_<i, x) ``[batch, tgt_vocab]``, the new state, attention weights ``[batch, src_len]``.
+        """
+        pre_output, state, weights = self.decoder.step(self.decoder.embed(prev_tokens), state, enc)
+        return torch.log_softmax(self.decoder.logits(pre_output), dim=-1), state, weights
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing.
+
+        Args:
+            src: ``[batch, src_len]`` source ids (padded with PAD_ID).
+            src_lengths: ``[batch]`` source lengths.
+            tgt_in: ``[batch, tgt_len]`` BOS + target ids (padded).
+
+        Returns:
+            logits ``[batch, tgt_len, tgt_vocab]`` and attention weights ``[batch, tgt_len, src_len]``.
+        """
+        return self.decoder(tgt_in, self.encode(src, src_lengths))
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters (a tied embedding counted once)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def forward_flops(self, src_len: int, tgt_len: int) -> dict[str, int]:
+        """Forward FLOPs of one sentence pair, by component (see ``nmt.model.flops``)."""
+        return forward_flops(self.cfg, self.tgt_vocab_size, src_len, tgt_len)
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    """The model for ``cfg``, freshly initialised (on the CPU; move it with ``.to(device)``)."""
+    return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size)

@@ -1,0 +1,214 @@
+"""Subword tokenization with sentencepiece: one joint model for both languages, or one per side.
+
+The special ids are fixed for the whole toolkit (the model's embedding padding index is ``PAD_ID``), and a
+tokenizer saved in a model directory is all a translator needs to go from text to ids and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+
+from nmt.config import TokenizerConfig
+from nmt.errors import NmtError
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SPECIAL_IDS = frozenset((PAD_ID, UNK_ID, BOS_ID, EOS_ID))
+_DROPPED_ON_DECODE = frozenset((PAD_ID, BOS_ID, EOS_ID))  # UNK stays visible as sentencepiece's "⁇"
+
+JOINT_PREFIX, SRC_PREFIX, TGT_PREFIX = "spm", "spm.src", "spm.tgt"
+JOINT_FILE, SRC_FILE, TGT_FILE = (p + ".model" for p in (JOINT_PREFIX, SRC_PREFIX, TGT_PREFIX))
+CONFIG_FILE = "tokenizer.json"  # the TokenizerConfig the files were trained with
+
+
+def _non_empty(texts: Iterable[str]) -> Iterator[str]:
+    # sentencepiece counts an empty line as a sentence but learns nothing from it
+    return (t for t in texts if t)
+
+
+def train_sentencepiece(
+    texts: Iterable[str],
+    model_prefix: Path,
+    vocab_size: int,
+    model_type: str = "unigram",
+    character_coverage: float = 1.0,
+    input_sentence_size: int = 2_000_000,
+) -> spm.SentencePieceProcessor:
+    """Train a sentencepiece model from an iterable of sentences; writes ``{model_prefix}.model/.vocab``.
+
+    Ids are fixed: pad=0, unk=1, bos=2, eos=3. ``vocab_size`` is an upper bound (``hard_vocab_limit=False``),
+    so a tiny corpus gives a smaller vocabulary instead of an error. At most ``input_sentence_size``
+    sentences (a uniform sample) are used; the iterable is still read to its end, so callers with huge
+    corpora should pass a subsample.
+    """
+    model_prefix = Path(model_prefix)
+    model_prefix.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_non_empty(texts),
+            model_prefix=str(model_prefix),
+            vocab_size=vocab_size,
+            model_type=str(model_type),
+            character_coverage=character_coverage,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            hard_vocab_limit=False,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            unk_surface="⁇",  # sentencepiece's default " ⁇ " would leave double spaces in detokenized text
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        msg = str(exc)
+        if "sentences_.empty()" in msg:
+            raise NmtError(
+                f"{model_prefix}: no training sentences for the tokenizer (the corpus is empty)"
+            ) from exc
+        if "smaller than required_chars" in msg:
+            raise NmtError(
+                f"{model_prefix}: tokenizer.vocab_size={vocab_size} is below the number of distinct characters "
+                f"in the corpus; raise tokenizer.vocab_size or lower tokenizer.character_coverage ({msg})"
+            ) from exc
+        raise NmtError(f"{model_prefix}: sentencepiece training failed: {msg}") from exc
+    return _open(model_prefix.with_name(model_prefix.name + ".model"))
+
+
+def _open(path: Path) -> spm.SentencePieceProcessor:
+    if not path.is_file():
+        raise NmtError(f"{path}: tokenizer model not found")
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as exc:
+        raise NmtError(
+            f"{path}: not a readable sentencepiece model ({exc}); retrain it with prepare_data"
+        ) from exc
+    ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
+    if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        raise NmtError(
+            f"{path}: special ids (pad, unk, bos, eos) are {ids}, nmt needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}; "
+            "train the model with nmt.tokenizer.train_sentencepiece"
+        )
+    return sp
+
+
+def _config_dict(cfg: TokenizerConfig) -> dict[str, Any]:
+    return {k: str(v) if hasattr(v, "value") else v for k, v in asdict(cfg).items()}
+
+
+class Tokenizer:
+    """Source and target sentencepiece models (the same object when ``joint``)."""
+
+    def __init__(self, src: spm.SentencePieceProcessor, tgt: spm.SentencePieceProcessor, files: list[Path]):
+        self._src, self._tgt = src, tgt
+        self.files = files
+        self.joint = src is tgt
+        self.src_vocab_size: int = src.get_piece_size()
+        self.tgt_vocab_size: int = tgt.get_piece_size()
+
+    # ------------------------------------------------------------------------------------ build / load
+    @classmethod
+    def train(
+        cls, src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path
+    ) -> Tokenizer:
+        """Train on the given (training-split) sentences and save the model(s) plus ``tokenizer.json`` in out_dir."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = dict(
+            vocab_size=cfg.vocab_size,
+            model_type=str(cfg.model_type),
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=cfg.input_sentence_size,
+        )
+        if cfg.joint:
+            train_sentencepiece(itertools.chain(src_texts, tgt_texts), out_dir / JOINT_PREFIX, **kwargs)
+        else:
+            train_sentencepiece(src_texts, out_dir / SRC_PREFIX, **kwargs)
+            train_sentencepiece(tgt_texts, out_dir / TGT_PREFIX, **kwargs)
+        (out_dir / CONFIG_FILE).write_text(json.dumps(_config_dict(cfg), indent=2) + "\n", encoding="utf-8")
+        return cls.load(out_dir)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Tokenizer:
+        """Open ``spm.model`` (joint) or ``spm.src.model`` + ``spm.tgt.model`` from a run/model directory."""
+        model_dir = Path(model_dir)
+        if (model_dir / JOINT_FILE).is_file():
+            sp = _open(model_dir / JOINT_FILE)
+            return cls(sp, sp, [model_dir / JOINT_FILE])
+        if (model_dir / SRC_FILE).is_file() or (model_dir / TGT_FILE).is_file():
+            files = [model_dir / SRC_FILE, model_dir / TGT_FILE]
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise NmtError(
+                    f"{model_dir}: separate tokenizer models need {missing[0]} too; rerun prepare_data"
+                )
+            return cls(_open(files[0]), _open(files[1]), files)
+        raise NmtError(
+            f"{model_dir}: no tokenizer ({JOINT_FILE}, or {SRC_FILE} + {TGT_FILE}); "
+            "run scripts/prepare_data.py with this run_dir first"
+        )
+
+    @staticmethod
+    def exists(model_dir: str | Path) -> bool:
+        """Whether ``model_dir`` holds tokenizer model files (possibly incomplete: :meth:`load` checks)."""
+        return any((Path(model_dir) / f).is_file() for f in (JOINT_FILE, SRC_FILE, TGT_FILE))
+
+    @staticmethod
+    def saved_config(model_dir: str | Path) -> dict[str, Any] | None:
+        """The TokenizerConfig (as a dict) the saved models were trained with, if recorded."""
+        path = Path(model_dir) / CONFIG_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise NmtError(
+                f"{path}: unreadable tokenizer config ({exc}); delete it to skip the check"
+            ) from exc
+
+    @staticmethod
+    def config_dict(cfg: TokenizerConfig) -> dict[str, Any]:
+        """``cfg`` in the form :meth:`saved_config` returns, for comparison."""
+        return _config_dict(cfg)
+
+    def fingerprint(self) -> str:
+        """A hash of the model files' bytes: two tokenizers with the same fingerprint encode identically."""
+        digest = hashlib.sha256()
+        for path in self.files:
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------------------------ encode / decode
+    def encode_src(self, lines: list[str]) -> list[list[int]]:
+        """Source sentences to piece ids, no specials added."""
+        return self._src.encode(list(lines), out_type=int)
+
+    def encode_tgt(self, lines: list[str]) -> list[list[int]]:
+        """Target sentences to piece ids, no specials added."""
+        return self._tgt.encode(list(lines), out_type=int)
+
+    def decode_src(self, ids: Sequence[int]) -> str:
+        """Source piece ids back to text (pad/bos/eos dropped)."""
+        return self._src.decode([int(i) for i in ids if i not in _DROPPED_ON_DECODE])
+
+    def decode_tgt(self, ids: Sequence[int]) -> str:
+        """Target piece ids back to detokenized text (pad/bos/eos dropped; unk shows as "⁇")."""
+        return self._tgt.decode([int(i) for i in ids if i not in _DROPPED_ON_DECODE])
+
+    def src_pieces(self, ids: Sequence[int]) -> list[str]:
+        """Source ids to their pieces (``▁`` marks a word start), e.g. for attention-plot labels."""
+        return [self._src.id_to_piece(int(i)) for i in ids]
+
+    def tgt_pieces(self, ids: Sequence[int]) -> list[str]:
+        """Target ids to their pieces."""
+        return [self._tgt.id_to_piece(int(i)) for i in ids]

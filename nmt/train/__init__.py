@@ -1,0 +1,1 @@
+"""Training: loss, schedules, monitoring, validation and the loop that drives them (nmt.train.trainer)."""

@@ -1,0 +1,147 @@
+"""Feedback for the person training: a tqdm bar, one line per validation, metrics.csv, TensorBoard, a curve PNG
+and metrics.json at the end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from nmt.config import TrainConfig
+
+CSV_FIELDS = ["kind", "step", "epoch", "loss", "ppl", "lr", "tokens_per_second", "bleu", "chrf", "elapsed"]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+class Monitor:
+    """Collects training and validation records; everything lands in ``run_dir``."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, resume: bool = False) -> None:
+        self.run_dir = run_dir
+        self.cfg = cfg
+        self.window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "updates": 0, "start": None}
+        csv_path = run_dir / "metrics.csv"
+        new_file = not (resume and csv_path.exists())
+        self.csv_file = open(csv_path, "w" if new_file else "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=CSV_FIELDS)
+        if new_file:
+            self.csv.writeheader()
+        self.tensorboard = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when asked for
+
+            self.tensorboard = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        total = cfg.max_steps or None
+        self.bar = tqdm(
+            total=total, disable=not cfg.progress, unit="upd", dynamic_ncols=True, file=sys.stderr
+        )
+
+    def message(self, text: str) -> None:
+        tqdm.write(text, file=sys.stderr)
+
+    def update(self, step: int, loss: float, nll: float, lr: float, tokens: int, elapsed: float) -> None:
+        """Record one update: per-token loss and NLL, target tokens, total training seconds."""
+        w = self.window
+        if w["start"] is None:
+            w["start"] = elapsed
+        w["loss"] += loss * tokens
+        w["nll"] += nll * tokens
+        w["tokens"] += tokens
+        w["updates"] += 1
+        self.bar.update(1)
+        if step % self.cfg.log_every:
+            return
+        span = max(elapsed - w["start"], 1e-9)
+        rate = w["tokens"] / span if w["updates"] > 1 else float("nan")
+        mean_loss, ppl = w["loss"] / w["tokens"], math.exp(min(w["nll"] / w["tokens"], 50.0))
+        postfix = {
+            "loss": f"{mean_loss:.3f}",
+            "ppl": f"{ppl:.1f}",
+            "lr": f"{lr:.2e}",
+            "tok/s": f"{rate:,.0f}",
+        }
+        if self.cfg.max_minutes:
+            postfix["budget_left"] = f"{max(self.cfg.max_minutes * 60 - elapsed, 0) / 60:.1f}m"
+        self.bar.set_postfix(postfix, refresh=False)
+        self._record(
+            {
+                "kind": "train",
+                "step": step,
+                "loss": mean_loss,
+                "ppl": ppl,
+                "lr": lr,
+                "tokens_per_second": rate,
+                "elapsed": elapsed,
+            }
+        )
+        self.window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "updates": 0, "start": elapsed}
+
+    def validation(self, record: dict[str, Any], best_bleu: float) -> None:
+        self.message(
+            f"[valid] step {record['step']} epoch {record['epoch']}: dev BLEU {record['bleu']:.2f} "
+            f"chrF {record['chrf']:.2f} loss {record['loss']:.3f} ppl {record['ppl']:.2f} "
+            f"(best {best_bleu:.2f}) lr {record['lr']:.2e} [{record['seconds']:.1f}s]"
+        )
+        self._record({"kind": "valid", **{k: record[k] for k in CSV_FIELDS if k in record}})
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.csv.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        self.csv_file.flush()
+        if self.tensorboard is not None:
+            for key in ("loss", "ppl", "lr", "tokens_per_second", "bleu", "chrf"):
+                if (
+                    key in row
+                    and row[key] is not None
+                    and not (isinstance(row[key], float) and math.isnan(row[key]))
+                ):
+                    self.tensorboard.add_scalar(f"{row['kind']}/{key}", row[key], row["step"])
+
+    def close(self, metrics: dict[str, Any]) -> None:
+        """Write metrics.json and the loss/BLEU curve; close the bar and writers."""
+        self.bar.close()
+        self.csv_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        plot_curves(self.run_dir / "metrics.csv", self.run_dir / "curves.png")
+        self.message(
+            f"done: {metrics['stop_reason']}; {metrics['steps']} updates in {metrics['train_minutes']:.1f} min, "
+            f"{metrics['target_tokens_per_second']:,.0f} target tokens/s, best dev BLEU {metrics['best_dev_bleu']:.2f}, "
+            f"peak RSS {metrics['peak_rss_mib']:,.0f} MiB"
+        )
+
+
+def plot_curves(csv_path: Path, png_path: Path) -> None:
+    """Training loss and dev BLEU against updates, from metrics.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    train = [(int(r["step"]), float(r["loss"])) for r in rows if r["kind"] == "train"]
+    valid = [(int(r["step"]), float(r["bleu"])) for r in rows if r["kind"] == "valid"]
+    fig, ax_loss = plt.subplots(figsize=(7, 4))
+    if train:
+        ax_loss.plot(*zip(*train), color="tab:blue", label="train loss")
+    ax_loss.set_xlabel("update")
+    ax_loss.set_ylabel("train loss (label-smoothed)", color="tab:blue")
+    ax_bleu = ax_loss.twinx()
+    if valid:
+        ax_bleu.plot(*zip(*valid), "o-", color="tab:red", label="dev BLEU")
+    ax_bleu.set_ylabel("dev BLEU", color="tab:red")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)

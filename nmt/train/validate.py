@@ -1,0 +1,55 @@
+"""Validation: teacher-forced dev loss, then decoding of dev (greedy by default) scored with sacrebleu."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from nmt.config import Config
+from nmt.data.batching import eval_batches
+from nmt.data.prepare import PreparedData
+from nmt.evaluate import score_corpus
+from nmt.tokenizer import PAD_ID
+from nmt.train.loss import sequence_loss
+from nmt.translate import decode_ids
+
+
+@torch.inference_mode()
+def dev_loss(
+    model: torch.nn.Module, src_ids: list, tgt_ids: list, max_tokens: int, device: torch.device
+) -> float:
+    """Mean per-token NLL of the references under teacher forcing."""
+    nll = tokens = 0.0
+    for batch in eval_batches(src_ids, tgt_ids, max_tokens):
+        batch = batch.to(device)
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        sums = sequence_loss(logits, batch.tgt_out, 0.0, PAD_ID)
+        nll += float(sums.nll)
+        tokens += float(sums.n_tokens)
+    return nll / max(tokens, 1.0)
+
+
+def validate(model: torch.nn.Module, data: PreparedData, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Score the model on (the first ``val_max_sentences`` of) dev; returns a JSON-ready record."""
+    started = time.monotonic()
+    was_training = model.training
+    model.eval()
+    dev = data.splits["dev"]
+    if cfg.train.val_max_sentences:
+        dev = dev.select(range(min(cfg.train.val_max_sentences, len(dev))))
+    src_ids, tgt_ids = dev["src_ids"], dev["tgt_ids"]
+    loss = dev_loss(model, src_ids, tgt_ids, cfg.train.max_tokens, device)
+    nbest = decode_ids(model, src_ids, cfg.search, device)
+    hyps = [data.tokenizer.decode_tgt(h[0].tokens) for h in nbest]
+    scores = score_corpus(hyps, [list(dev["tgt"])])
+    model.train(was_training)
+    return {
+        "loss": loss,
+        "ppl": math.exp(min(loss, 50.0)),
+        "bleu": scores["bleu"],
+        "chrf": scores["chrf"],
+        "seconds": time.monotonic() - started,
+    }

@@ -1,0 +1,23 @@
+"""Suite-wide settings: one torch thread (2-core machines run tests much faster this way, and results are
+reproducible), headless matplotlib, and caches kept out of the user's home."""
+
+import os
+import tempfile
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+_CACHE = tempfile.mkdtemp(prefix="nmt-tests-")
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_CACHE, "mpl"))
+os.environ.setdefault("HF_HOME", os.path.join(_CACHE, "hf"))
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    torch.set_num_threads(1)
+    yield

@@ -1,0 +1,140 @@
+"""Decoder: bridge, the two step orders, tied output, one output projection per forward."""
+
+import pytest
+import torch
+
+from nmt.config import AttentionType, DecoderStep, ModelConfig, RnnType
+from nmt.errors import NmtError
+from nmt.model.decoder import Decoder
+from nmt.model.state import EncoderOutput
+
+VOCAB, SRC_LEN, BATCH = 17, 5, 3
+
+
+def _cfg(**overrides) -> ModelConfig:
+    base = {"emb_size": 6, "hidden_size": 6, "attention_size": 5, "dropout": 0.0}
+    return ModelConfig(**{**base, **overrides})
+
+
+def _decoder(cfg: ModelConfig) -> Decoder:
+    torch.manual_seed(0)
+    return Decoder(cfg, VOCAB).eval()
+
+
+def _enc(cfg: ModelConfig, decoder: Decoder) -> EncoderOutput:
+    gen = torch.Generator().manual_seed(1)
+    ann = 2 * cfg.hidden_size
+    states = torch.randn(BATCH, SRC_LEN, ann, generator=gen)
+    mask = torch.arange(SRC_LEN).unsqueeze(0) < torch.tensor([5, 2, 4]).unsqueeze(1)
+    states = states * mask.unsqueeze(-1)
+    hidden = torch.randn(cfg.enc_layers, BATCH, ann, generator=gen)
+    cell = torch.randn(cfg.enc_layers, BATCH, ann, generator=gen) if cfg.rnn_type == RnnType.lstm else None
+    return EncoderOutput(states, mask, decoder.attention.project_keys(states), hidden, cell)
+
+
+@pytest.mark.parametrize(
+    ("enc_layers", "dec_layers", "expected"), [(1, 1, [0]), (2, 1, [1]), (1, 2, [0, 0]), (3, 2, [1, 2])]
+)
+def test_bridge_aligns_top_layers(enc_layers: int, dec_layers: int, expected: list[int]) -> None:
+    cfg = _cfg(enc_layers=enc_layers, dec_layers=dec_layers)
+    decoder = _decoder(cfg)
+    assert decoder.bridge_from == expected
+    state = decoder.init_state(_enc(cfg, decoder))
+    assert state.hidden.shape == (dec_layers, BATCH, 6)
+
+
+@pytest.mark.parametrize("rnn_type", list(RnnType))
+def test_bridge_formula(rnn_type: RnnType) -> None:
+    cfg = _cfg(rnn_type=rnn_type, enc_layers=2, dec_layers=2)
+    decoder = _decoder(cfg)
+    enc = _enc(cfg, decoder)
+    state = decoder.init_state(enc)
+    for layer in range(2):
+        bridge = decoder.bridge[layer]
+        torch.testing.assert_close(state.hidden[layer], torch.tanh(bridge(enc.hidden[layer])))
+    if rnn_type == RnnType.lstm:
+        torch.testing.assert_close(state.cell[1], torch.tanh(decoder.cell_bridge[1](enc.cell[1])))
+    else:
+        assert state.cell is None
+    assert state.input_feed is None  # Bahdanau step
+
+
+@pytest.mark.parametrize("rnn_type", list(RnnType))
+def test_no_bridge_starts_from_zeros(rnn_type: RnnType) -> None:
+    cfg = _cfg(rnn_type=rnn_type, bridge=False, decoder_step=DecoderStep.luong, dec_layers=2)
+    decoder = _decoder(cfg)
+    assert decoder.bridge is None and decoder.cell_bridge is None
+    state = decoder.init_state(_enc(cfg, decoder))
+    assert (state.hidden == 0).all() and state.hidden.shape == (2, BATCH, 6)
+    assert (state.input_feed == 0).all() and state.input_feed.shape == (BATCH, 6)
+    if rnn_type == RnnType.lstm:
+        assert (state.cell == 0).all()
+
+
+@pytest.mark.parametrize("attention", list(AttentionType))
+def test_bahdanau_step_attends_with_the_previous_state(attention: AttentionType) -> None:
+    cfg = _cfg(attention=attention, decoder_step=DecoderStep.bahdanau, dec_layers=2)
+    decoder = _decoder(cfg)
+    enc = _enc(cfg, decoder)
+    state = decoder.init_state(enc)
+    emb = decoder.embed(torch.tensor([4, 5, 6]))
+    pre, new_state, weights = decoder.step(emb, state, enc)
+    context, expected = decoder.attention(state.hidden[-1], enc.keys, enc.states, enc.mask)
+    torch.testing.assert_close(weights, expected)
+    # s_i = RNN([E y; c_i], s_{i-1}); t_i = tanh(W_o [E y; s_i; c_i] + b_o)
+    s_bottom = decoder.cells[0](torch.cat([emb, context], -1), state.hidden[0])
+    torch.testing.assert_close(new_state.hidden[0], s_bottom)
+    s_top = new_state.hidden[1]
+    torch.testing.assert_close(pre, torch.tanh(decoder.pre_output(torch.cat([emb, s_top, context], -1))))
+    assert pre.shape == (BATCH, 6) and new_state.input_feed is None
+
+
+@pytest.mark.parametrize("attention", list(AttentionType))
+def test_luong_step_attends_with_the_new_state_and_feeds_back(attention: AttentionType) -> None:
+    cfg = _cfg(attention=attention, decoder_step=DecoderStep.luong, rnn_type=RnnType.lstm)
+    decoder = _decoder(cfg)
+    enc = _enc(cfg, decoder)
+    state = decoder.init_state(enc)
+    emb = decoder.embed(torch.tensor([4, 5, 6]))
+    h_tilde, state, _ = decoder.step(emb, state, enc)
+    assert state.input_feed is h_tilde
+    pre, new_state, weights = decoder.step(emb, state, enc)
+    h, c = decoder.cells[0](torch.cat([emb, h_tilde], -1), (state.hidden[0], state.cell[0]))
+    torch.testing.assert_close(new_state.hidden[0], h)
+    torch.testing.assert_close(new_state.cell[0], c)
+    context, expected = decoder.attention(h, enc.keys, enc.states, enc.mask)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(pre, torch.tanh(decoder.pre_output(torch.cat([h, context], -1))))
+
+
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    calls: list[int] = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def _num_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_forward_projects_and_embeds_once() -> None:
+    cfg = _cfg()
+    decoder = _decoder(cfg)
+    enc = _enc(cfg, decoder)
+    output_calls, embedding_calls = _count_calls(decoder.output), _count_calls(decoder.embedding)
+    logits, attention = decoder(torch.randint(4, VOCAB, (BATCH, 7)), enc)
+    assert logits.shape == (BATCH, 7, VOCAB) and attention.shape == (BATCH, 7, SRC_LEN)
+    assert len(output_calls) == 1 and len(embedding_calls) == 1
+
+
+def test_tied_embeddings_share_the_parameter() -> None:
+    decoder = _decoder(_cfg(tie_embeddings=True))
+    assert decoder.output.weight is decoder.embedding.weight
+    untied = _decoder(_cfg())
+    assert untied.output.weight is not untied.embedding.weight
+    assert _num_parameters(untied) - _num_parameters(decoder) == VOCAB * 6
+
+
+def test_tying_needs_matching_sizes() -> None:
+    with pytest.raises(NmtError, match="emb_size == model.hidden_size"):
+        Decoder(_cfg(tie_embeddings=True, emb_size=4), VOCAB)

@@ -1,0 +1,120 @@
+import random
+
+import pytest
+
+from nmt.config import SpmModelType, TokenizerConfig
+from nmt.errors import NmtError
+from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, train_sentencepiece
+
+EN = [
+    "the",
+    "a",
+    "man",
+    "woman",
+    "sees",
+    "house",
+    "river",
+    "bread",
+    "gives",
+    "takes",
+    "small",
+    "large",
+    "old",
+    "young",
+]
+FR = [
+    "le",
+    "la",
+    "un",
+    "une",
+    "homme",
+    "femme",
+    "voit",
+    "maison",
+    "rivière",
+    "pain",
+    "donne",
+    "prend",
+    "petit",
+    "grand",
+    "vieux",
+    "jeune",
+]
+
+
+def sentences(words: list[str], n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def joint(tmp_path_factory) -> Tokenizer:
+    cfg = TokenizerConfig(vocab_size=120)
+    return Tokenizer.train(
+        sentences(EN, 300, 1), sentences(FR, 300, 2), cfg, tmp_path_factory.mktemp("joint")
+    )
+
+
+def test_fixed_special_ids_and_pieces(joint):
+    assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
+    assert joint.tgt_pieces([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
+    assert joint.joint and joint.src_vocab_size == joint.tgt_vocab_size <= 120
+
+
+def test_round_trip_without_specials(joint):
+    lines = ["une femme voit la rivière", "le vieux homme donne le pain", "grand"]
+    ids = joint.encode_tgt(lines)
+    assert all(ids) and not any(i in (PAD_ID, BOS_ID, EOS_ID) for seq in ids for i in seq)
+    assert [joint.decode_tgt(seq) for seq in ids] == lines
+    assert joint.decode_tgt([BOS_ID, *ids[0], EOS_ID, PAD_ID, PAD_ID]) == lines[0]
+    src = joint.encode_src(["the old man sees the river"])[0]
+    assert joint.decode_src(src) == "the old man sees the river"
+    assert "".join(joint.src_pieces(src)).replace("▁", " ").strip() == "the old man sees the river"
+
+
+def test_unknown_characters_map_to_unk(joint):
+    ids = joint.encode_src(["the 漢 house"])[0]
+    assert UNK_ID in ids
+    assert joint.decode_src(ids) == "the ⁇ house"
+
+
+def test_load_gives_the_same_tokenizer(joint):
+    model_dir = joint.files[0].parent
+    again = Tokenizer.load(model_dir)
+    assert again.fingerprint() == joint.fingerprint()
+    assert again.encode_src(["the small house"]) == joint.encode_src(["the small house"])
+    assert Tokenizer.saved_config(model_dir) == Tokenizer.config_dict(TokenizerConfig(vocab_size=120))
+
+
+def test_separate_models_per_side(tmp_path):
+    cfg = TokenizerConfig(vocab_size=60, joint=False, model_type=SpmModelType.bpe)
+    tok = Tokenizer.train(sentences(EN, 200, 3), sentences(FR, 200, 4), cfg, tmp_path)
+    assert not tok.joint
+    assert sorted(p.name for p in tmp_path.glob("*.model")) == ["spm.src.model", "spm.tgt.model"]
+    assert tok.decode_tgt(tok.encode_tgt(["la petite maison"])[0]) == "la petite maison"
+    assert Tokenizer.load(tmp_path).joint is False
+
+
+def test_tiny_corpus_gives_a_smaller_vocabulary(tmp_path):
+    sp = train_sentencepiece(["abc abd", "abc"] * 20, tmp_path / "tiny", vocab_size=8000)
+    assert sp.get_piece_size() < 100 and sp.pad_id() == PAD_ID and sp.eos_id() == EOS_ID
+    assert (tmp_path / "tiny.model").is_file()
+
+
+def test_training_errors_are_clear(tmp_path):
+    with pytest.raises(NmtError, match="no training sentences"):
+        train_sentencepiece(["", ""], tmp_path / "empty", vocab_size=50)
+    with pytest.raises(NmtError, match="vocab_size=10"):
+        train_sentencepiece(sentences(EN, 50, 5), tmp_path / "small", vocab_size=10)
+
+
+def test_load_errors_name_the_directory(tmp_path):
+    with pytest.raises(NmtError, match="no tokenizer"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "spm.model").write_bytes(b"not a model")
+    with pytest.raises(NmtError, match="spm.model"):
+        Tokenizer.load(tmp_path)
+    (tmp_path / "spm.model").unlink()
+    (tmp_path / "spm.src.model").write_bytes(b"x")
+    with pytest.raises(NmtError, match="need spm.tgt.model"):
+        Tokenizer.load(tmp_path)
