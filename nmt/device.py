@@ -1,7 +1,11 @@
-"""Device and thread selection: cuda, then mps, then cpu, unless the config names one."""
+"""Run-time set-up shared by training and the recipes: device (cuda, then mps, then cpu, unless the config names
+one), thread count and seeds."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 
 from nmt.errors import NmtError
@@ -24,6 +28,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise NmtError(f"device={name!r} asked for MPS, which is not available here (use device=auto)")
     return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def set_threads(threads: int) -> None:

@@ -10,6 +10,8 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +29,7 @@ _DROPPED_ON_DECODE = frozenset((PAD_ID, BOS_ID, EOS_ID))  # UNK stays visible as
 JOINT_PREFIX, SRC_PREFIX, TGT_PREFIX = "spm", "spm.src", "spm.tgt"
 JOINT_FILE, SRC_FILE, TGT_FILE = (p + ".model" for p in (JOINT_PREFIX, SRC_PREFIX, TGT_PREFIX))
 CONFIG_FILE = "tokenizer.json"  # the TokenizerConfig the files were trained with
+_STAGING_PREFIX = ".tmp-tokenizer-"
 
 
 def _non_empty(texts: Iterable[str]) -> Iterator[str]:
@@ -81,10 +84,11 @@ def train_sentencepiece(
                 f"in the corpus; raise tokenizer.vocab_size or lower tokenizer.character_coverage ({msg})"
             ) from exc
         raise NmtError(f"{model_prefix}: sentencepiece training failed: {msg}") from exc
-    return _open(model_prefix.with_name(model_prefix.name + ".model"))
+    return open_sentencepiece(model_prefix.with_name(model_prefix.name + ".model"))
 
 
-def _open(path: Path) -> spm.SentencePieceProcessor:
+def open_sentencepiece(path: Path) -> spm.SentencePieceProcessor:
+    """Open a sentencepiece model trained by :func:`train_sentencepiece`, checking nmt's fixed special ids."""
     if not path.is_file():
         raise NmtError(f"{path}: tokenizer model not found")
     try:
@@ -130,12 +134,22 @@ class Tokenizer:
             character_coverage=cfg.character_coverage,
             input_sentence_size=cfg.input_sentence_size,
         )
-        if cfg.joint:
-            train_sentencepiece(itertools.chain(src_texts, tgt_texts), out_dir / JOINT_PREFIX, **kwargs)
-        else:
-            train_sentencepiece(src_texts, out_dir / SRC_PREFIX, **kwargs)
-            train_sentencepiece(tgt_texts, out_dir / TGT_PREFIX, **kwargs)
-        (out_dir / CONFIG_FILE).write_text(json.dumps(_config_dict(cfg), indent=2) + "\n", encoding="utf-8")
+        # Train in a staging directory and move the files in, models last: a process killed meanwhile leaves no
+        # half-written model that a resumed run would take for a trained tokenizer.
+        for stale in out_dir.glob(f"{_STAGING_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=_STAGING_PREFIX, dir=out_dir) as tmp:
+            staging = Path(tmp)
+            if cfg.joint:
+                train_sentencepiece(itertools.chain(src_texts, tgt_texts), staging / JOINT_PREFIX, **kwargs)
+            else:
+                train_sentencepiece(src_texts, staging / SRC_PREFIX, **kwargs)
+                train_sentencepiece(tgt_texts, staging / TGT_PREFIX, **kwargs)
+            (staging / CONFIG_FILE).write_text(
+                json.dumps(_config_dict(cfg), indent=2) + "\n", encoding="utf-8"
+            )
+            for name in sorted(os.listdir(staging), key=lambda name: name.endswith(".model")):
+                os.replace(staging / name, out_dir / name)
         return cls.load(out_dir)
 
     @classmethod
@@ -143,7 +157,7 @@ class Tokenizer:
         """Open ``spm.model`` (joint) or ``spm.src.model`` + ``spm.tgt.model`` from a run/model directory."""
         model_dir = Path(model_dir)
         if (model_dir / JOINT_FILE).is_file():
-            sp = _open(model_dir / JOINT_FILE)
+            sp = open_sentencepiece(model_dir / JOINT_FILE)
             return cls(sp, sp, [model_dir / JOINT_FILE])
         if (model_dir / SRC_FILE).is_file() or (model_dir / TGT_FILE).is_file():
             files = [model_dir / SRC_FILE, model_dir / TGT_FILE]
@@ -152,7 +166,7 @@ class Tokenizer:
                 raise NmtError(
                     f"{model_dir}: separate tokenizer models need {missing[0]} too; rerun prepare_data"
                 )
-            return cls(_open(files[0]), _open(files[1]), files)
+            return cls(open_sentencepiece(files[0]), open_sentencepiece(files[1]), files)
         raise NmtError(
             f"{model_dir}: no tokenizer ({JOINT_FILE}, or {SRC_FILE} + {TGT_FILE}); "
             "run scripts/prepare_data.py with this run_dir first"

@@ -21,3 +21,11 @@ torch.set_num_threads(1)
 def _single_thread():
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def digit_model_dir(tmp_path_factory):
+    """A small trained model directory (digit words en→fr), trained once per test session."""
+    from corpus import trained_digit_model
+
+    return trained_digit_model(tmp_path_factory.mktemp("digit_model"))

@@ -1,0 +1,69 @@
+"""A tiny word-for-word parallel corpus and a model trained on it, shared by the tests that need a real model
+directory (translate, evaluate, visualize, notebooks, serve)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nmt.config import Config, DataConfig, ModelConfig, TextConfig, TokenizerConfig, TrainConfig
+
+EN = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FR = ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"]
+
+
+def write_digit_corpus(root: Path, n_train: int = 240, n_dev: int = 16, seed: int = 0) -> str:
+    """Write ``root/{train,dev,test}.{en,fr}``: digit-word sequences and their French ('three one' -> 'trois un');
+    returns ``root`` as a string."""
+    root.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_dev)):
+        src, tgt = [], []
+        for _ in range(n):
+            length = int(torch.randint(2, 6, (1,), generator=gen))
+            digits = torch.randint(0, 10, (length,), generator=gen).tolist()
+            src.append(" ".join(EN[d] for d in digits))
+            tgt.append(" ".join(FR[d] for d in digits))
+        (root / f"{split}.en").write_text("\n".join(src) + "\n", encoding="utf-8")
+        (root / f"{split}.fr").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    return str(root)
+
+
+def digit_config(root: Path, **train_overrides) -> Config:
+    """A tiny config over :func:`write_digit_corpus` data in ``root``; the run directory is ``root/run``."""
+    corpus = write_digit_corpus(root / "corpus")
+    train_cfg = dict(
+        max_tokens=200,
+        max_steps=12,
+        max_minutes=0,
+        validate_every=4,
+        log_every=2,
+        lr=5e-3,
+        progress=False,
+        tensorboard=False,
+        patience=0,
+    )
+    train_cfg.update(train_overrides)
+    return Config(
+        data=DataConfig(
+            source="text",
+            text=TextConfig(train=f"{corpus}/train", dev=f"{corpus}/dev", test=f"{corpus}/test"),
+            cache_dir=str(root / "cache"),
+        ),
+        tokenizer=TokenizerConfig(vocab_size=40),
+        model=ModelConfig(emb_size=16, hidden_size=16, attention_size=16, dropout=0.1),
+        train=TrainConfig(**train_cfg),
+        run_dir=str(root / "run"),
+        threads=1,
+    )
+
+
+def trained_digit_model(root: Path) -> Path:
+    """Train a 32-unit model that translates digit words well (dev BLEU > 50, ~10 s); returns its directory."""
+    from nmt.train.trainer import train
+
+    cfg = digit_config(root, max_steps=600, validate_every=200, lr=1e-2)
+    cfg.model = ModelConfig(emb_size=32, hidden_size=32, attention_size=32, dropout=0.1)
+    train(cfg)
+    return Path(cfg.run_dir)
