@@ -25,7 +25,7 @@ def hydra_main(
     """Decorate ``fn(cfg: schema)`` into a Hydra entry point reading ``config_dir/config_name.yaml``.
 
     A user error (:class:`NmtError`) is printed as one line on stderr with exit status 2, without a traceback,
-    unless ``NMT_DEBUG=1``.
+    unless ``NMT_DEBUG=1``. Under ``torchrun`` (RANK set), ranks other than 0 write no Hydra log or config files.
     """
 
     def decorator(fn: Callable[[T], Any]) -> Callable[[], None]:
@@ -44,6 +44,12 @@ def hydra_main(
                 print(f"error: {exc}", file=sys.stderr)
                 sys.exit(2)
 
-        return entry
+        def main() -> None:
+            if os.environ.get("RANK", "0") != "0":
+                # torchrun starts one copy per process: only rank 0 keeps Hydra's log file and config snapshot
+                sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none"]
+            entry()
+
+        return main
 
     return decorator

@@ -191,7 +191,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # gradient-norm clipping; 0: off
     accumulate: int = 1  # gradient accumulation steps per update
-    validate_every: int = 500  # updates
+    validate_every: int = 250  # updates
+    checkpoint_every: int = 0  # updates between extra full `last` checkpoints; 0: only at validations
     val_max_sentences: int = 0  # 0: the whole dev split
     patience: int = 10  # early stopping after this many validations without dev-BLEU gain; 0: off
     log_every: int = 50
@@ -200,6 +201,9 @@ class TrainConfig:
     precision: Precision = Precision.auto  # auto: bf16 autocast on CUDA, fp32 elsewhere
     progress: bool = True
     tensorboard: bool = True
+    ddp_timeout_minutes: float = (
+        30.0  # torchrun runs: a rank waiting longer on another fails (> one validation)
+    )
 
 
 # --------------------------------------------------------------------------------------------- search
@@ -287,6 +291,65 @@ class VisualizeConfig:
     device: str = "auto"
 
 
+@dataclass
+class ServeConfig:
+    """``scripts/serve.py``: a translation REST API and an attention web page for one model directory."""
+
+    model_dir: str = MISSING
+    host: str = "127.0.0.1"  # loopback only by default: the API has no authentication
+    port: int = 8000
+    checkpoint: str = "best"
+    quantize: Quantize = Quantize.none
+    device: str = "auto"
+    threads: int = 0
+    search: SearchConfig = field(default_factory=SearchConfig)  # defaults for requests that set nothing
+    batching: bool = True  # False: every request runs alone (the baseline for load tests)
+    max_batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_batch_tokens: int = 2000  # source tokens (EOS included) gathered into one model call
+    max_queue_lines: int = 1024  # lines waiting for the model; beyond this requests get 503
+    max_lines: int = 64  # per request
+    max_line_chars: int = 1000
+    max_body_bytes: int = 262_144
+    max_beam_size: int = 16
+    request_timeout_s: float = 30.0  # queueing + translation; then 504
+    access_log: bool = False
+
+
+@dataclass
+class BenchmarkConfig:
+    """``scripts/benchmark.py``: training and decoding speed, peak memory and MFU on this machine."""
+
+    config: Config = field(  # what to train: the peers' shape and batch size, no label smoothing like them
+        default_factory=lambda: Config(
+            run_dir="runs/benchmark", train=TrainConfig(label_smoothing=0.0, progress=False)
+        )
+    )
+    model_dir: str | None = "runs/bible-en-fr"  # a trained model for the decoding figures; None: skip them
+    split: str = "test"
+    warmup_updates: int = 10
+    train_updates: int = 50  # timed updates per repeat
+    repeats: int = 3  # figures are medians over repeats
+    beams: list[int] = field(default_factory=lambda: [1, 5])
+    quantize: list[Quantize] = field(default_factory=lambda: [Quantize.none, Quantize.int8])
+    gemm_size: int = 2048  # the reference fp32 matmul for MFU
+    output: str = "benchmark.json"
+
+
+@dataclass
+class FaultDrillConfig(Config):
+    """``scripts/fault_drill.py``: SIGKILL a training run again and again, resume it each time, and check that it
+    ends exactly where an uninterrupted run with the same seed ends. The inherited fields configure the training
+    (``run_dir`` and ``resume`` are set by the drill: its runs live in ``work_dir``)."""
+
+    kills: int = 20
+    kill_seed: int = 0  # draws the kill moments (training itself uses `seed`)
+    work_dir: str = "runs/fault-drill"  # emptied first; must be empty or hold an earlier drill
+    synthetic_pairs: int = 2000  # training pairs of a generated toy corpus; 0: train on `data` as configured
+    slow_fsync: float = (
+        0.05  # seconds each checkpoint fsync takes in the killed run, so aimed kills land inside
+    )
+
+
 def register_configs() -> None:
     """Store the schemas so YAML in ``conf/`` is validated against them."""
     cs = ConfigStore.instance()
@@ -294,6 +357,9 @@ def register_configs() -> None:
     cs.store(name="base_translate", node=TranslateConfig)
     cs.store(name="base_evaluate", node=EvaluateConfig)
     cs.store(name="base_visualize", node=VisualizeConfig)
+    cs.store(name="base_fault_drill", node=FaultDrillConfig)
+    cs.store(name="base_benchmark", node=BenchmarkConfig)
+    cs.store(name="base_serve", node=ServeConfig)
 
 
 register_configs()

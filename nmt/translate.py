@@ -7,6 +7,7 @@ with a warning naming the line, never dropped.
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 import warnings
@@ -65,9 +66,14 @@ class Translation:
         return self.hypotheses[0] if self.hypotheses else ""
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def normalize_line(line: str) -> str:
-    """NFC, newline characters of any kind turned into spaces, whitespace collapsed: one line stays one line."""
-    return " ".join(unicodedata.normalize("NFC", line).split())
+    """NFC, newline characters of any kind (``\\r``, ``\\x0b``, ``\\x1c``, ``\\x85``, ``\\u2028``, ...) turned into
+    spaces, whitespace collapsed: one line stays one line. Lone surrogates (a ``surrogateescape`` decode of bad
+    bytes) become U+FFFD, which the tokenizer can take."""
+    return " ".join(unicodedata.normalize("NFC", _SURROGATES.sub("\ufffd", line)).split())
 
 
 def resolve_checkpoint(model_dir: Path, checkpoint: str) -> Path:
@@ -180,7 +186,8 @@ class Translator:
                 source=lines[index],
                 src_pieces=self.tokenizer.src_pieces(src_ids[position]),
                 nbest=nbest,
-                hypotheses=[self.tokenizer.decode_tgt(h.tokens) for h in nbest],
+                # normalized, so that no tokenizer (e.g. one with byte pieces) can put a line break in the output
+                hypotheses=[normalize_line(self.tokenizer.decode_tgt(h.tokens)) for h in nbest],
             )
         return results
 
@@ -190,7 +197,11 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     from torch.ao.quantization import quantize_dynamic
 
     layers = {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM, torch.nn.GRUCell, torch.nn.LSTMCell}
-    return quantize_dynamic(model, layers, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao; it is still the CPU path torch ships.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        return quantize_dynamic(model, layers, dtype=torch.qint8)
 
 
 def read_lines(path: str) -> list[str]:

@@ -9,6 +9,42 @@ import torch
 
 from nmt.config import Config, DataConfig, ModelConfig, TextConfig, TokenizerConfig, TrainConfig
 
+# A small bilingual vocabulary for tokenizer and data-preparation tests (no meaning intended).
+WORDS_EN = [
+    "the",
+    "a",
+    "man",
+    "woman",
+    "sees",
+    "house",
+    "river",
+    "bread",
+    "gives",
+    "takes",
+    "small",
+    "large",
+    "old",
+    "young",
+]
+WORDS_FR = [
+    "le",
+    "la",
+    "un",
+    "une",
+    "homme",
+    "femme",
+    "voit",
+    "maison",
+    "rivière",
+    "pain",
+    "donne",
+    "prend",
+    "petit",
+    "grand",
+    "vieux",
+    "jeune",
+]
+
 EN = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FR = ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"]
 

@@ -1,10 +1,25 @@
+import hashlib
+import io
 import os
 import pickle
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from corpus import digit_config
 
-from nmt.checkpoint import MAGIC, CheckpointError, load_checkpoint, remove_stale_temps, save_checkpoint
+from nmt.checkpoint import (
+    MAGIC,
+    CheckpointError,
+    keep_previous,
+    load_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+)
+from nmt.errors import NmtError
+from nmt.train.trainer import Trainer, train
+from nmt.translate import Translator
 
 
 def sample_state() -> dict:
@@ -45,22 +60,71 @@ def test_bit_flip_is_detected(tmp_path):
 
 
 class RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_evil(path: Path, marker: Path) -> None:
+    """A well-formed bundle (valid magic and digest) whose payload would run a shell command when unpickled."""
+    buffer = io.BytesIO()
+    torch.save({"model": RunsCode(marker), "optimizer": {}}, buffer, pickle_module=pickle)
+    payload = buffer.getvalue()
+    path.write_bytes(MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def test_pickle_payload_that_runs_code_is_refused(tmp_path):
-    # A well-formed bundle (valid magic and digest) whose payload would call os.system when unpickled.
-    path = tmp_path / "evil.pt"
-    import hashlib
-    import io
-
-    buffer = io.BytesIO()
-    torch.save({"model": RunsCode()}, buffer, pickle_module=pickle)
-    payload = buffer.getvalue()
-    path.write_bytes(MAGIC + hashlib.sha256(payload).digest() + payload)
+    write_evil(tmp_path / "evil.pt", tmp_path / "pwned")
     with pytest.raises(CheckpointError, match="refused to load"):
-        load_checkpoint(path)
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def model_copy(model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+def test_translator_refuses_evil_truncated_and_flipped_checkpoints(digit_model_dir, tmp_path):
+    model = model_copy(digit_model_dir, tmp_path)
+    best = model / "checkpoints" / "best.pt"
+    good = best.read_bytes()
+    write_evil(best, tmp_path / "pwned")
+    with pytest.raises(CheckpointError, match=f"{best}: refused to load"):
+        Translator.from_dir(model, device="cpu")
+    assert not (tmp_path / "pwned").exists()
+    best.write_bytes(good[: len(good) - 1000])
+    with pytest.raises(CheckpointError, match=f"{best}: checksum mismatch"):
+        Translator.from_dir(model, device="cpu")
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0x10
+    best.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=f"{best}: checksum mismatch"):
+        Translator.from_dir(model, device="cpu")
+    best.write_bytes(good)
+    assert Translator.from_dir(model, device="cpu").translate(["one two"])[0].text == "un deux"
+
+
+def test_resume_refuses_an_evil_last_and_falls_back_to_the_previous_state(tmp_path, capsys):
+    cfg = digit_config(tmp_path, max_steps=8)  # `last`: steps 4, 8 (validation) and 8 again (end)
+    train(cfg)
+    ckpt = Path(cfg.run_dir) / "checkpoints"
+    write_evil(ckpt / "last.pt", tmp_path / "pwned")
+    cfg.resume = True
+    capsys.readouterr()
+    resumed = Trainer(cfg)
+    assert resumed.state.step == 8 and not (tmp_path / "pwned").exists()
+    out = capsys.readouterr().out
+    assert (
+        f"warning: skipped damaged checkpoint (moved to last.pt.damaged): {ckpt / 'last.pt'}: refused" in out
+    )
+    write_evil(ckpt / "last.prev.pt", tmp_path / "pwned")
+    with pytest.raises(NmtError, match="no usable training checkpoint: .*last.prev.pt: refused to load"):
+        Trainer(cfg)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_foreign_file_and_missing_file(tmp_path):
@@ -78,7 +142,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match=r"a.pt: cannot write checkpoint \(No space left on device\)"):
         save_checkpoint({"v": torch.zeros(3)}, tmp_path / "a.pt")
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(tmp_path / "a.pt")["v"], torch.ones(3))
@@ -90,3 +154,35 @@ def test_remove_stale_temps(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"x")
     assert [p.name for p in remove_stale_temps(tmp_path)] == [".tmp-last.pt"]
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_keep_previous_links_the_current_file_aside(tmp_path):
+    keep_previous(tmp_path / "last.pt", tmp_path / "last.prev.pt")  # nothing to keep yet
+    assert os.listdir(tmp_path) == []
+    save_checkpoint({"v": torch.ones(1)}, tmp_path / "last.pt")
+    keep_previous(tmp_path / "last.pt", tmp_path / "last.prev.pt")
+    save_checkpoint({"v": torch.zeros(1)}, tmp_path / "last.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "last.prev.pt")["v"], torch.ones(1))
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["v"], torch.zeros(1))
+    assert sorted(os.listdir(tmp_path)) == ["last.prev.pt", "last.pt"]
+
+
+def test_keep_previous_twice_without_a_write_between_leaves_no_temp(tmp_path):
+    # The write after keep_previous was killed: last.prev.pt and last.pt are one file (hard links), and a
+    # rename between two links of one file does nothing, which must not leave the temp link behind.
+    save_checkpoint({"v": torch.ones(1)}, tmp_path / "last.pt")
+    keep_previous(tmp_path / "last.pt", tmp_path / "last.prev.pt")
+    keep_previous(tmp_path / "last.pt", tmp_path / "last.prev.pt")
+    assert sorted(os.listdir(tmp_path)) == ["last.prev.pt", "last.pt"]
+
+
+def test_keep_previous_renames_where_hard_links_fail(tmp_path, monkeypatch):
+    save_checkpoint({"v": torch.ones(1)}, tmp_path / "last.pt")
+
+    def no_links(*_args):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    keep_previous(tmp_path / "last.pt", tmp_path / "last.prev.pt")
+    assert os.listdir(tmp_path) == ["last.prev.pt"]
+    assert torch.equal(load_checkpoint(tmp_path / "last.prev.pt")["v"], torch.ones(1))

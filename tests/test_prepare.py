@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpus import WORDS_EN, WORDS_FR
 from omegaconf import OmegaConf
 
 from nmt.config import Config, to_object
@@ -16,40 +17,7 @@ from nmt.errors import NmtError
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 REPO = Path(__file__).resolve().parents[1]
-EN = [
-    "the",
-    "a",
-    "man",
-    "woman",
-    "sees",
-    "house",
-    "river",
-    "bread",
-    "gives",
-    "takes",
-    "small",
-    "large",
-    "old",
-    "young",
-]
-FR = [
-    "le",
-    "la",
-    "un",
-    "une",
-    "homme",
-    "femme",
-    "voit",
-    "maison",
-    "rivière",
-    "pain",
-    "donne",
-    "prend",
-    "petit",
-    "grand",
-    "vieux",
-    "jeune",
-]
+EN, FR = WORDS_EN, WORDS_FR
 
 
 def write_corpus(root: Path) -> Path:

@@ -1,45 +1,13 @@
 import random
 
 import pytest
+from corpus import WORDS_EN, WORDS_FR
 
 from nmt.config import SpmModelType, TokenizerConfig
 from nmt.errors import NmtError
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, train_sentencepiece
 
-EN = [
-    "the",
-    "a",
-    "man",
-    "woman",
-    "sees",
-    "house",
-    "river",
-    "bread",
-    "gives",
-    "takes",
-    "small",
-    "large",
-    "old",
-    "young",
-]
-FR = [
-    "le",
-    "la",
-    "un",
-    "une",
-    "homme",
-    "femme",
-    "voit",
-    "maison",
-    "rivière",
-    "pain",
-    "donne",
-    "prend",
-    "petit",
-    "grand",
-    "vieux",
-    "jeune",
-]
+EN, FR = WORDS_EN, WORDS_FR
 
 
 def sentences(words: list[str], n: int, seed: int) -> list[str]:

@@ -7,58 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from corpus import digit_config, trained_digit_model
 
 from nmt.checkpoint import load_checkpoint
-from nmt.config import Config, DataConfig, ModelConfig, TextConfig, TokenizerConfig, TrainConfig
+from nmt.config import Config
+from nmt.errors import NmtError
 from nmt.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
-EN = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-FR = ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"]
-
-
-def write_corpus(root: Path, n_train: int = 240, n_dev: int = 16, seed: int = 0) -> str:
-    """Digit-word sequences and their French, e.g. 'three one' -> 'trois un'."""
-    gen = torch.Generator().manual_seed(seed)
-    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_dev)):
-        src, tgt = [], []
-        for _ in range(n):
-            digits = torch.randint(
-                0, 10, (int(torch.randint(2, 6, (1,), generator=gen)),), generator=gen
-            ).tolist()
-            src.append(" ".join(EN[d] for d in digits))
-            tgt.append(" ".join(FR[d] for d in digits))
-        (root / f"{split}.en").write_text("\n".join(src) + "\n", encoding="utf-8")
-        (root / f"{split}.fr").write_text("\n".join(tgt) + "\n", encoding="utf-8")
-    return str(root)
 
 
 def tiny_config(tmp_path: Path, **train_overrides) -> Config:
-    corpus = write_corpus(tmp_path)
-    train_cfg = dict(
-        max_tokens=200,
-        max_steps=12,
-        max_minutes=0,
-        validate_every=4,
-        log_every=2,
-        lr=5e-3,
-        progress=False,
-        tensorboard=False,
-        patience=0,
-    )
-    train_cfg.update(train_overrides)
-    return Config(
-        data=DataConfig(
-            source="text",
-            text=TextConfig(train=f"{corpus}/train", dev=f"{corpus}/dev", test=f"{corpus}/test"),
-            cache_dir=str(tmp_path / "cache"),
-        ),
-        tokenizer=TokenizerConfig(vocab_size=40),
-        model=ModelConfig(emb_size=16, hidden_size=16, attention_size=16, dropout=0.1),
-        train=TrainConfig(**train_cfg),
-        run_dir=str(tmp_path / "run"),
-        threads=1,
-    )
+    return digit_config(tmp_path, **train_overrides)
 
 
 def final_weights(run_dir: str) -> dict[str, torch.Tensor]:
@@ -93,9 +53,8 @@ def test_training_writes_a_complete_model_directory(tmp_path):
 
 def test_learns_to_translate_digit_words(tmp_path):
     """End to end through data, model, loss, Adam, greedy search and sacrebleu: a word-for-word task."""
-    cfg = tiny_config(tmp_path, max_steps=600, validate_every=200, lr=1e-2)
-    cfg.model = ModelConfig(emb_size=32, hidden_size=32, attention_size=32, dropout=0.1)
-    metrics = train(cfg)
+    run_dir = trained_digit_model(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     first, last = metrics["validations"][0], metrics["validations"][-1]
     assert last["loss"] < first["loss"] / 2
     assert metrics["best_dev_bleu"] > 50
@@ -137,15 +96,38 @@ def test_sigint_saves_last_and_resume_equals_uninterrupted(tmp_path, monkeypatch
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
 
 
-def test_resume_falls_back_when_last_is_damaged(tmp_path):
-    cfg = tiny_config(tmp_path, max_steps=8)
+def test_resume_falls_back_when_last_is_damaged(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, max_steps=10)  # `last` is saved at steps 4, 8 and 10
     train(cfg)
-    last = Path(cfg.run_dir) / "checkpoints" / "last.pt"
+    ckpt = Path(cfg.run_dir) / "checkpoints"
+    assert load_checkpoint(ckpt / "last.prev.pt")["state"]["step"] == 8
+    last = ckpt / "last.pt"
     last.write_bytes(last.read_bytes()[:100])
     cfg.resume = True
-    cfg.train.max_steps = 10
-    # step checkpoints hold weights only, so nothing can resume: a clear error, not a crash
-    with pytest.raises(Exception, match="no usable checkpoint"):
+    cfg.train.max_steps = 12
+    capsys.readouterr()
+    resumed = Trainer(cfg)
+    assert resumed.state.step == 8
+    out = capsys.readouterr().out
+    assert f"warning: skipped damaged checkpoint (moved to last.pt.damaged): {last}: checksum mismatch" in out
+    assert f"resumed from {ckpt / 'last.prev.pt'} at step 8" in out
+    assert (ckpt / "last.pt.damaged").is_file() and not last.exists()
+    assert resumed.fit()["steps"] == 12
+    assert load_checkpoint(last)["state"]["step"] == 12
+    # validated at 12 (saves `last`), then `last` again at the end: both hold step 12
+    assert load_checkpoint(ckpt / "last.prev.pt")["state"]["step"] == 12
+
+
+def test_resume_with_every_full_state_damaged_is_a_clear_error(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=8)
+    train(cfg)
+    for name in ("last.pt", "last.prev.pt"):
+        path = Path(cfg.run_dir) / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:100])
+    cfg.resume = True
+    with pytest.raises(
+        NmtError, match="no usable training checkpoint: .*last.pt: checksum mismatch.*last.prev.pt"
+    ):
         Trainer(cfg)
 
 

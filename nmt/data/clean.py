@@ -32,8 +32,16 @@ def normalise(text: str | None, nfc: bool = True) -> str:
     return _WS.sub(" ", text).strip()
 
 
+_INVISIBLE = frozenset(("Cc", "Cf", "Cs", "Zs", "Zl", "Zp"))  # controls, zero-width/format marks, spaces
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` shows anything: a side made only of controls or zero-width marks counts as empty."""
+    return any(unicodedata.category(ch) not in _INVISIBLE for ch in text)
+
+
 def _drop_code(src: str, tgt: str, max_words: int, max_ratio: float) -> int:
-    if not src or not tgt:
+    if not _visible(src) or not _visible(tgt):
         return _EMPTY
     n_src, n_tgt = len(src.split(" ")), len(tgt.split(" "))  # normalised: single spaces
     if max_words > 0 and max(n_src, n_tgt) > max_words:

@@ -18,7 +18,7 @@ from nmt.data.cache import cache_root, content_key, load_entry, save_entry, scra
 from nmt.data.clean import clean_corpus
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1  # bump when the cached layout or the cleaning rules change
+CACHE_VERSION = 2  # bump when the cached layout or the cleaning rules change
 SOURCES: dict[str, ModuleType] = {CorpusSource.bible: bible, CorpusSource.text: text, CorpusSource.hf: hf}
 
 

@@ -52,7 +52,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
                         f"{path}:{n}: invalid UTF-8 at byte {exc.start} of the line; convert the file to UTF-8 "
                         "(e.g. iconv -f LATIN1 -t UTF-8)"
                     ) from exc
-                if n == 1 and line.startswith(_BOM.decode("utf-8")):
+                if line.startswith(_BOM.decode("utf-8")):  # line 1, or where files were concatenated
                     line = line[1:]
                 yield n, line.rstrip("\r\n")
     except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a damaged/not-really-gzip file

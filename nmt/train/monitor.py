@@ -32,11 +32,13 @@ class Monitor:
         self.cfg = cfg
         self.window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "updates": 0, "start": None}
         csv_path = run_dir / "metrics.csv"
-        new_file = not (resume and csv_path.exists())
+        # A run killed before its first record may leave an empty file: that one gets its header, too.
+        new_file = not (resume and csv_path.is_file() and csv_path.stat().st_size > 0)
         self.csv_file = open(csv_path, "w" if new_file else "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.csv = csv.DictWriter(self.csv_file, fieldnames=CSV_FIELDS)
         if new_file:
             self.csv.writeheader()
+            self.csv_file.flush()
         self.tensorboard = None
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # heavy import, only when asked for
@@ -120,6 +122,22 @@ class Monitor:
             f"{metrics['target_tokens_per_second']:,.0f} target tokens/s, best dev BLEU {metrics['best_dev_bleu']:.2f}, "
             f"peak RSS {metrics['peak_rss_mib']:,.0f} MiB"
         )
+
+
+class SilentMonitor:
+    """The monitor of ranks other than 0 in multi-process training: same calls, no output (rank 0 reports)."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    def update(self, step: int, loss: float, nll: float, lr: float, tokens: int, elapsed: float) -> None:
+        pass
+
+    def validation(self, record: dict[str, Any], best_bleu: float) -> None:
+        pass
+
+    def close(self, metrics: dict[str, Any]) -> None:
+        pass
 
 
 def plot_curves(csv_path: Path, png_path: Path) -> None:

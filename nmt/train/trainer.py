@@ -3,13 +3,14 @@ budget, atomic checkpoints and exact resume.
 
 Exact resume holds because everything that decides the next update is in the ``last`` checkpoint: parameters,
 optimizer and schedule state, the sampler's (epoch, position) — its order is a function of (seed, epoch) alone —
-and the torch RNG state that drives dropout.
+and the torch RNG state that drives dropout (every rank's, under DDP: see ``nmt.train.distributed``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
-import random
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,20 +21,23 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from nmt.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
+from nmt.checkpoint import keep_previous, load_checkpoint, remove_stale_temps, save_checkpoint
 from nmt.config import Config, Precision, save_config
 from nmt.data.batching import Batch, TokenBucketSampler, collate
-from nmt.data.prepare import PreparedData, prepare_data
-from nmt.device import resolve_device, set_threads
+from nmt.data.cache import load_entry
+from nmt.data.prepare import SUMMARY_FILE, PreparedData, prepare_data
+from nmt.device import seed_everything, set_threads
 from nmt.errors import NmtError
 from nmt.model import build_model
-from nmt.tokenizer import PAD_ID
+from nmt.tokenizer import PAD_ID, Tokenizer
+from nmt.train import distributed
 from nmt.train.loss import sequence_loss
-from nmt.train.monitor import Monitor, peak_rss_mib
+from nmt.train.monitor import Monitor, SilentMonitor, peak_rss_mib
 from nmt.train.schedules import LrSchedule
 from nmt.train.validate import validate
 
 CHECKPOINT_DIR = "checkpoints"
+PREVIOUS_LAST = "last.prev.pt"  # the full training state before the current `last.pt`
 
 
 @dataclass
@@ -53,15 +57,26 @@ class TrainState:
     stop_reason: str = ""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def config_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain containers (enums as strings), safe for ``weights_only`` checkpoints."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def load_prepared(run_dir: Path) -> PreparedData:
+    """The data another process prepared for ``run_dir``: its tokenizer and the tokenized cache its summary names."""
+    summary_path = run_dir / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise NmtError(
+            f"{summary_path}: not found; run_dir must be on a file system that every node can read"
+        )
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    cache = Path(summary["tokenized"]["cache"])
+    entry = load_entry(cache)
+    if entry is None:
+        raise NmtError(
+            f"{cache}: cannot read the tokenized data; put data.cache_dir on a file system every node can read"
+        )
+    return PreparedData(entry[0], Tokenizer.load(run_dir), summary)
 
 
 class Trainer:
@@ -69,13 +84,15 @@ class Trainer:
 
     def __init__(self, cfg: Config, prepared: PreparedData | None = None) -> None:
         self.cfg = cfg
+        self.ranks = distributed.current()  # rank 0 of 1 without a process group
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.device = resolve_device(cfg.device)
-        self.data = prepared if prepared is not None else prepare_data(cfg, self.run_dir)
-        save_config(cfg, self.run_dir / "config.yaml")
+        self.device = distributed.rank_device(cfg.device, self.ranks)
+        self.data = prepared if prepared is not None else self._prepare_data()
+        if self.ranks.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
         tok = self.data.tokenizer
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
         tc = cfg.train
@@ -86,13 +103,37 @@ class Trainer:
         train = self.data.splits["train"]
         self.train_split = train.select_columns(["src_ids", "tgt_ids"])
         self.sampler = TokenBucketSampler(
-            np.asarray(train["src_len"]), np.asarray(train["tgt_len"]), tc.max_tokens, seed=cfg.seed
+            np.asarray(train["src_len"]),
+            np.asarray(train["tgt_len"]),
+            tc.max_tokens,
+            seed=cfg.seed,
+            num_replicas=self.ranks.world_size,
+            rank=self.ranks.rank,
         )
         self.state = TrainState()
         self.autocast_dtype = self._autocast_dtype()
         self.stop_signal: int | None = None
-        if cfg.resume:
-            self._resume()
+        if self.ranks.world_size > 1:
+            torch.manual_seed(cfg.seed + self.ranks.rank)  # same initial weights, but dropout masks per rank
+        if cfg.resume:  # rank 0 first: it may move a damaged checkpoint aside before the others look
+            distributed.main_first(self._resume, self._resume)
+        self.train_model = self._data_parallel()
+
+    def _prepare_data(self) -> PreparedData:
+        """Rank 0 prepares the data (it may train the tokenizer and fill the caches); the other ranks then read
+        what it wrote, so that they neither race it nor rewrite its summary."""
+        return distributed.main_first(
+            lambda: prepare_data(self.cfg, self.run_dir), lambda: load_prepared(self.run_dir)
+        )
+
+    def _data_parallel(self) -> torch.nn.Module:
+        """The module the training forward runs through: DistributedDataParallel over ``self.model`` under
+        several processes (it averages gradients over ranks in backward), else ``self.model`` itself.
+        Validation and checkpoints always use ``self.model``."""
+        if self.ranks.world_size == 1:
+            return self.model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _autocast_dtype(self) -> torch.dtype | None:
@@ -114,16 +155,18 @@ class Trainer:
             "rng": rng,
             "state": asdict(self.state),
             "config": config_dict(self.cfg),
+            "world_size": self.ranks.world_size,
+            # every rank's own dropout RNG (a collective: all ranks call this; rank 0 writes)
+            **({"rng_ranks": distributed.gather_objects(rng)} if self.ranks.world_size > 1 else {}),
         }
 
     def _resume(self) -> None:
-        """Continue from ``last``; if it is damaged, fall back to the newest good step checkpoint."""
+        """Continue from ``last``, or from ``last.prev`` (the full state saved before it) when ``last`` is missing
+        or damaged. A damaged file is moved aside (``*.damaged``) so that the next save cannot rotate it over
+        the good one."""
         remove_stale_temps(self.ckpt_dir)
-        candidates = [self.ckpt_dir / "last.pt"] + [
-            self.ckpt_dir / name for name in reversed(self._kept_on_disk())
-        ]
-        errors = []
-        for path in candidates:
+        damaged: list[tuple[Path, str]] = []
+        for path in (self.ckpt_dir / "last.pt", self.ckpt_dir / PREVIOUS_LAST):
             if not path.is_file():
                 continue
             try:
@@ -131,28 +174,53 @@ class Trainer:
                 if "optimizer" not in bundle:
                     raise NmtError(f"{path}: holds weights only, not a training state")
             except NmtError as exc:
-                errors.append(str(exc))
+                damaged.append((path, str(exc)))
                 continue
-            self._restore(bundle)
-            for message in errors:
-                self.monitor_message(f"warning: skipped damaged checkpoint: {message}")
+            try:
+                self._restore(bundle)
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise NmtError(
+                    f"{path}: cannot resume from it with this config (were model or train settings changed? "
+                    f"keep them, or use a new run_dir): {exc}"
+                ) from exc
+            for bad, message in damaged:
+                aside = bad.with_name(f"{bad.name}.damaged")
+                bad.replace(aside)
+                self.monitor_message(
+                    f"warning: skipped damaged checkpoint (moved to {aside.name}): {message}"
+                )
             self.monitor_message(f"resumed from {path} at step {self.state.step}, epoch {self.state.epoch}")
             return
-        if errors:
-            raise NmtError("resume=true, but no usable checkpoint: " + "; ".join(errors))
+        if damaged:
+            raise NmtError(
+                "resume=true, but no usable training checkpoint: "
+                + "; ".join(message for _, message in damaged)
+                + ". Set resume=false or use a new run_dir to start over"
+            )
         self.monitor_message(f"resume=true, but {self.ckpt_dir} has no checkpoint yet: starting fresh")
-
-    def _kept_on_disk(self) -> list[str]:
-        return sorted(p.name for p in self.ckpt_dir.glob("step_*.pt")) if self.ckpt_dir.is_dir() else []
 
     def _restore(self, bundle: dict[str, Any]) -> None:
         self.model.load_state_dict(bundle["model"])
         self.optimizer.load_state_dict(bundle["optimizer"])
         self.schedule.load_state_dict(bundle["schedule"])
-        self.sampler.load_state_dict(bundle["sampler"])
-        torch.set_rng_state(bundle["rng"]["torch"].cpu())
-        if "cuda" in bundle["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in bundle["rng"]["cuda"]])
+        sampler, rng = dict(bundle["sampler"]), bundle["rng"]
+        saved_ranks, ranks = bundle.get("world_size", 1), self.ranks
+        if saved_ranks == ranks.world_size:
+            rng = bundle.get("rng_ranks", [rng])[ranks.rank]
+        else:
+            # The position counts this rank's batches: convert it through the global batch count.
+            sampler["position"] = sampler["position"] * saved_ranks // ranks.world_size
+            self.monitor_message(
+                f"warning: the checkpoint was written by {saved_ranks} process(es), this run has "
+                f"{ranks.world_size}: training continues from the same point, but not exactly as an "
+                "uninterrupted run would"
+            )
+        self.sampler.load_state_dict(sampler)
+        torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        if saved_ranks != ranks.world_size and ranks.world_size > 1:
+            torch.manual_seed(self.cfg.seed + ranks.rank + bundle["state"]["step"])  # dropout masks per rank
         self.state = TrainState(**bundle["state"])
 
     def save(self, name: str, full: bool = True) -> Path:
@@ -161,6 +229,10 @@ class Trainer:
         if not full:
             bundle = {k: bundle[k] for k in ("format", "model", "state", "config")}
         path = self.ckpt_dir / f"{name}.pt"
+        if not self.ranks.is_main:  # the ranks hold the same state; one writes it
+            return path
+        if name == "last":
+            keep_previous(path, self.ckpt_dir / PREVIOUS_LAST)  # resume's fallback if `last` gets damaged
         save_checkpoint(bundle, path)
         return path
 
@@ -169,10 +241,14 @@ class Trainer:
         self.save(name, full=False)
         self.state.kept.append(f"{name}.pt")
         while len(self.state.kept) > max(self.cfg.train.keep_checkpoints, 1):
-            (self.ckpt_dir / self.state.kept.pop(0)).unlink(missing_ok=True)
+            oldest = self.ckpt_dir / self.state.kept.pop(0)
+            if self.ranks.is_main:
+                oldest.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------------ the loop
     def monitor_message(self, text: str) -> None:
+        if not self.ranks.is_main:
+            return
         monitor = getattr(self, "monitor", None)
         if monitor is not None:
             monitor.message(text)
@@ -185,26 +261,37 @@ class Trainer:
 
     def _update(self, batches: list[Batch]) -> tuple[float, float, int] | None:
         """One optimizer update over ``batches`` (gradient accumulation). Returns (loss, nll, tokens) per
-        token, or None when the loss was not finite and the update was skipped."""
+        token, or None when the loss was not finite and the update was skipped.
+
+        With R processes an update spans the batches of every rank: tokens, loss and NLL are sums over ranks,
+        and the gradient is the same as one process would get from all those batches.
+        """
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total_tokens = sum(b.n_tgt_tokens for b in batches)
+        world = self.ranks.world_size
+        total_tokens = int(distributed.reduce_numbers([sum(b.n_tgt_tokens for b in batches)])[0])
         loss_sum = nll_sum = torch.zeros((), device=self.device)
-        for batch in batches:
-            with torch.autocast(
-                self.device.type,
-                dtype=self.autocast_dtype or torch.float32,
-                enabled=self.autocast_dtype is not None,
-            ):
-                logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-            sums = sequence_loss(logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID)
-            # Normalise by the tokens of the whole update, so accumulation equals one large batch.
-            (sums.loss / total_tokens).backward()
+        for i, batch in enumerate(batches):
+            # Under DDP only the last micro-batch's backward all-reduces the (accumulated) gradients.
+            in_sync = world == 1 or i == len(batches) - 1
+            with contextlib.nullcontext() if in_sync else self.train_model.no_sync():
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.autocast_dtype or torch.float32,
+                    enabled=self.autocast_dtype is not None,
+                ):
+                    logits, _ = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)
+                sums = sequence_loss(logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID)
+                # Normalise by N, the target tokens of the whole update on all ranks, so that accumulation and
+                # data parallelism both equal one large batch. DDP averages gradients over the R ranks, so
+                # rank r backpropagates R * L_r / N (L_r: its loss sum) and the average is sum_r L_r / N.
+                (sums.loss * world / total_tokens).backward()
             loss_sum = loss_sum + sums.loss.detach()
             nll_sum = nll_sum + sums.nll.detach()
         clip = self.cfg.train.clip_norm
+        # After DDP's all-reduce every rank holds the same gradients: same norm, same clipping, same step.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
-        loss_value, nll_value = float(loss_sum), float(nll_sum)  # the update's one host sync
+        loss_value, nll_value = distributed.reduce_numbers([float(loss_sum), float(nll_sum)])
         if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -224,7 +311,8 @@ class Trainer:
         if tc.max_steps and self.state.step >= tc.max_steps:
             self.state.stop_reason = f"reached train.max_steps={tc.max_steps}"
             return False
-        if tc.max_minutes and self._tick() >= tc.max_minutes * 60:
+        # Clocks differ between ranks: the first rank out of time stops them all, before the same batch.
+        if tc.max_minutes and distributed.max_over_ranks(self._tick() >= tc.max_minutes * 60):
             self.state.stop_reason = f"reached train.max_minutes={tc.max_minutes}"
             return False
         return True
@@ -237,10 +325,17 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train until a budget, early stopping or a signal ends the run; returns the final metrics."""
-        self.monitor = Monitor(self.run_dir, self.cfg.train, resume=self.cfg.resume)
+        tc, world = self.cfg.train, self.ranks.world_size
+        if self.ranks.is_main:
+            self.monitor: Monitor | SilentMonitor = Monitor(self.run_dir, tc, resume=self.cfg.resume)
+        else:
+            self.monitor = SilentMonitor()
         self.monitor_message(
             f"model: {self.model.num_parameters():,} parameters on {self.device}; "
             f"train {len(self.train_split):,} pairs, {len(self.sampler):,} batches/epoch"
+            + (f" per process, {world} processes" if world > 1 else "")
+            + f"; effective batch: up to {tc.max_tokens:,} tokens x accumulate {tc.accumulate} x {world} "
+            f"process(es) = {tc.max_tokens * tc.accumulate * world:,} tokens per update"
         )
         previous = self._install_signal_handlers()
         self._segment_start = time.monotonic()
@@ -249,7 +344,7 @@ class Trainer:
             self._run_epochs()
             last_validated = self.state.history[-1]["step"] if self.state.history else -1
             if (
-                self.stop_signal is None
+                not distributed.max_over_ranks(self.stop_signal or 0)
                 and self.state.step > step_at_start
                 and last_validated != self.state.step
             ):
@@ -264,6 +359,7 @@ class Trainer:
     def _run_epochs(self) -> None:
         tc = self.cfg.train
         while self.state.epoch < tc.epochs:
+            self._check_shards()
             pending: list[Batch] = []
             for indices in self.sampler:
                 if not self._budget_left():
@@ -278,6 +374,16 @@ class Trainer:
             self.state.epoch += 1
             self.sampler.set_epoch(self.state.epoch)
         self.state.stop_reason = f"finished train.epochs={tc.epochs}"
+
+    def _check_shards(self) -> None:
+        """Every rank must run the same number of updates per epoch, or one would wait forever in an all-reduce."""
+        counts = distributed.gather_objects(len(self.sampler))
+        if len(set(counts)) > 1:
+            raise NmtError(
+                f"the {len(self.train_split)} training pairs cannot be shared evenly over {self.ranks.world_size} "
+                f"processes at train.max_tokens={self.cfg.train.max_tokens} (batches per process: {counts}); "
+                "raise train.max_tokens or start fewer processes"
+            )
 
     def _after_update(self, result: tuple[float, float, int] | None) -> bool:
         """Bookkeeping after one update; False ends the run."""
@@ -301,20 +407,26 @@ class Trainer:
         self.state.step += 1
         self.state.tgt_tokens += tokens
         self.monitor.update(self.state.step, loss, nll, self.schedule.lr, tokens, self._tick())
-        if self.stop_signal is not None:
-            self.state.stop_reason = f"stopped by signal {signal.Signals(self.stop_signal).name}"
+        signum = distributed.max_over_ranks(self.stop_signal or 0)  # a signal to any rank stops all, here
+        if signum:
+            self.stop_signal = signum
+            self.state.stop_reason = f"stopped by signal {signal.Signals(signum).name}"
             return False
         if self.state.step % tc.validate_every == 0:
             keep_going = self._validate()
             self._tick()
             self.save("last")
             return keep_going
+        if tc.checkpoint_every and self.state.step % tc.checkpoint_every == 0:
+            self._tick()
+            self.save("last")
         return True
 
     def _validate(self) -> bool:
         """Run validation, keep best/step checkpoints; False when early stopping triggers."""
         tc = self.cfg.train
-        record = validate(self.model, self.data, self.cfg, self.device)
+        # Rank 0 validates while the others wait for its record; all then take the same decisions from it.
+        record = distributed.main_only(lambda: validate(self.model, self.data, self.cfg, self.device))
         record.update(step=self.state.step, epoch=self.state.epoch, lr=self.schedule.lr)
         self.state.history.append(record)
         self.schedule.after_validation(record["bleu"])
@@ -346,11 +458,17 @@ class Trainer:
             "best_dev_bleu": s.best_bleu,
             "validations": s.history,
             "device": str(self.device),
+            "processes": self.ranks.world_size,
         }
         self.monitor.close(metrics)
         return metrics
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Prepare data, train, and return the final metrics (also in ``<run_dir>/metrics.json``)."""
-    return Trainer(cfg).fit()
+    """Prepare data, train, and return the final metrics (also in ``<run_dir>/metrics.json``).
+
+    Started by ``torchrun``, every process calls this: they join one process group (see
+    :mod:`nmt.train.distributed`) and train one model with DistributedDataParallel.
+    """
+    with distributed.process_group(cfg.device, cfg.train.ddp_timeout_minutes):
+        return Trainer(cfg).fit()

@@ -40,7 +40,11 @@ def validate(model: torch.nn.Module, data: PreparedData, cfg: Config, device: to
     dev = data.splits["dev"]
     if cfg.train.val_max_sentences:
         dev = dev.select(range(min(cfg.train.val_max_sentences, len(dev))))
-    src_ids, tgt_ids = dev["src_ids"], dev["tgt_ids"]
+    # Dev pairs are never filtered by length; like translation, cut a pathological line (say 100k tokens) to
+    # search.max_src_len, or its decoding (1.5x its length, attending over all of it) would stall training.
+    limit = cfg.search.max_src_len
+    src_ids = [ids[:limit] for ids in dev["src_ids"]]
+    tgt_ids = [ids[:limit] for ids in dev["tgt_ids"]]
     loss = dev_loss(model, src_ids, tgt_ids, cfg.train.max_tokens, device)
     nbest = decode_ids(model, src_ids, cfg.search, device)
     hyps = [data.tokenizer.decode_tgt(h[0].tokens) for h in nbest]
