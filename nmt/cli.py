@@ -45,6 +45,8 @@ def hydra_main(
                 sys.exit(2)
 
         def main() -> None:
+            # Hydra names its log after the module that called hydra.main (this one); name it after the script
+            sys.argv.append(f"hydra.job.name={Path(sys.argv[0]).stem}")
             if os.environ.get("RANK", "0") != "0":
                 # torchrun starts one copy per process: only rank 0 keeps Hydra's log file and config snapshot
                 sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none"]

