@@ -54,7 +54,8 @@ def test_page_translates_and_shows_the_attention(base_url, tmp_path):
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
             page.on("request", lambda r: None if r.url.startswith(base_url) else outside.append(r.url))
             page.goto(f"{base_url}/")
-            page.wait_for_function("document.getElementById('model-info').textContent.includes('en → fr')")
+            # a selector, not wait_for_function: the page's CSP (no 'unsafe-eval') blocks the polling that uses eval
+            page.wait_for_selector("#model-info:has-text('en → fr')")
             page.fill("#source", "\n".join(sentences))
             page.click("#translate")
             page.wait_for_selector("#results li.selected")
