@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import signal
@@ -19,6 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tiny_config(tmp_path: Path, **train_overrides) -> Config:
     return digit_config(tmp_path, **train_overrides)
+
+
+def metric_rows(path: Path) -> list[tuple[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [(row["kind"], row["step"]) for row in csv.DictReader(handle)]
 
 
 def final_weights(run_dir: str) -> dict[str, torch.Tensor]:
@@ -94,6 +100,9 @@ def test_sigint_saves_last_and_resume_equals_uninterrupted(tmp_path, monkeypatch
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    # metrics.csv of the resumed run reads like the uninterrupted one: no replayed or duplicated rows
+    rows, whole_rows = (metric_rows(Path(cfg.run_dir) / "metrics.csv") for cfg in (part, whole))
+    assert rows == whole_rows
 
 
 def test_resume_falls_back_when_last_is_damaged(tmp_path, capsys):

@@ -27,18 +27,19 @@ def peak_rss_mib() -> float:
 class Monitor:
     """Collects training and validation records; everything lands in ``run_dir``."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, cfg: TrainConfig, resume_step: int | None = None) -> None:
+        """``resume_step``: the step a resumed run continues from; earlier records are kept, later ones (written
+        before the interruption, after the checkpoint) are dropped because the run is about to redo them."""
         self.run_dir = run_dir
         self.cfg = cfg
         self.window = {"loss": 0.0, "nll": 0.0, "tokens": 0, "updates": 0, "start": None}
         csv_path = run_dir / "metrics.csv"
-        # A run killed before its first record may leave an empty file: that one gets its header, too.
-        new_file = not (resume and csv_path.is_file() and csv_path.stat().st_size > 0)
-        self.csv_file = open(csv_path, "w" if new_file else "a", newline="", encoding="utf-8")  # noqa: SIM115
-        self.csv = csv.DictWriter(self.csv_file, fieldnames=CSV_FIELDS)
-        if new_file:
-            self.csv.writeheader()
-            self.csv_file.flush()
+        kept = _records_up_to(csv_path, resume_step) if resume_step is not None else []
+        self.csv_file = open(csv_path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        self.csv.writeheader()
+        self.csv.writerows(kept)
+        self.csv_file.flush()
         self.tensorboard = None
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # heavy import, only when asked for
@@ -138,6 +139,18 @@ class SilentMonitor:
 
     def close(self, metrics: dict[str, Any]) -> None:
         pass
+
+
+def _records_up_to(csv_path: Path, step: int) -> list[dict[str, str]]:
+    """The rows of an earlier run's metrics.csv with ``step <= step`` (none if the file is missing or empty)."""
+    if not csv_path.is_file():
+        return []
+    with open(csv_path, encoding="utf-8", newline="") as handle:
+        return [
+            row
+            for row in csv.DictReader(handle)
+            if row.get("step", "").isdigit() and int(row["step"]) <= step
+        ]
 
 
 def plot_curves(csv_path: Path, png_path: Path) -> None:

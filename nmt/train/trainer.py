@@ -327,7 +327,9 @@ class Trainer:
         """Train until a budget, early stopping or a signal ends the run; returns the final metrics."""
         tc, world = self.cfg.train, self.ranks.world_size
         if self.ranks.is_main:
-            self.monitor: Monitor | SilentMonitor = Monitor(self.run_dir, tc, resume=self.cfg.resume)
+            self.monitor: Monitor | SilentMonitor = Monitor(
+                self.run_dir, tc, resume_step=self.state.step if self.cfg.resume else None
+            )
         else:
             self.monitor = SilentMonitor()
         self.monitor_message(
