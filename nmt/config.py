@@ -251,6 +251,9 @@ class TranslateConfig:
     output: str = "-"  # "-": stdout
     checkpoint: str = "best"  # best | last | a file inside model_dir
     average: int = 0  # average the last K kept checkpoints (0: off)
+    ensemble: list[str] = field(
+        default_factory=list
+    )  # more model directories (same tokenizer) to average with
     search: SearchConfig = field(default_factory=SearchConfig)
     quantize: Quantize = Quantize.none
     dump_attention: str | None = None  # write attention matrices here (.pt)

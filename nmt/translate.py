@@ -23,6 +23,7 @@ from nmt.data.batching import eval_batches
 from nmt.device import resolve_device
 from nmt.errors import NmtError
 from nmt.model import build_model
+from nmt.model.ensemble import Ensemble
 from nmt.search import Hypothesis, search
 from nmt.tokenizer import Tokenizer
 
@@ -104,6 +105,30 @@ def average_state_dicts(paths: Sequence[Path], device: torch.device) -> dict[str
     return {name: tensor / len(paths) for name, tensor in total.items()}
 
 
+def load_model_dir(
+    model_dir: str | Path, checkpoint: str = "best", average: int = 0
+) -> tuple[Config, Tokenizer, torch.nn.Module]:
+    """Config, tokenizer and model (weights loaded, on the CPU) of a model directory."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise NmtError(f"model_dir={model_dir}: not a directory (point it at a training run directory)")
+    config = load_config(model_dir / "config.yaml", Config)
+    tokenizer = Tokenizer.load(model_dir)
+    model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    if average > 0:
+        kept = sorted((model_dir / CHECKPOINT_DIR).glob("step_*.pt"))[-average:]
+        if not kept:
+            raise NmtError(f"{model_dir}: average={average}, but no step checkpoints are kept there")
+        weights = average_state_dicts(kept, torch.device("cpu"))
+    else:
+        weights = load_checkpoint(resolve_checkpoint(model_dir, checkpoint), map_location="cpu")["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise NmtError(f"{model_dir}: checkpoint does not match config.yaml's model: {exc}") from exc
+    return config, tokenizer, model
+
+
 class Translator:
     """A trained model with its tokenizer, ready to translate lines."""
 
@@ -123,30 +148,27 @@ class Translator:
         device: str = "auto",
         quantize: Quantize | str = Quantize.none,
         average: int = 0,
+        ensemble: Sequence[str | Path] = (),
     ) -> Translator:
         """Load ``model_dir`` (config.yaml, sentencepiece model(s), checkpoints/).
 
         ``average=K`` averages the weights of the last K validated checkpoints instead of loading one;
-        ``quantize="int8"`` applies dynamic int8 quantization to the RNN and linear layers (CPU only).
+        ``ensemble`` names more model directories with the same tokenizer, whose next-token distributions are
+        averaged with this one's at every step; ``quantize="int8"`` applies dynamic int8 quantization to the
+        RNN and linear layers (CPU only).
         """
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise NmtError(f"model_dir={model_dir}: not a directory (point it at a training run directory)")
-        config = load_config(model_dir / "config.yaml", Config)
-        tokenizer = Tokenizer.load(model_dir)
+        config, tokenizer, model = load_model_dir(model_dir, checkpoint, average)
+        if ensemble:
+            members = [model]
+            for other in ensemble:
+                _, other_tokenizer, member = load_model_dir(other, checkpoint, average)
+                if other_tokenizer.fingerprint() != tokenizer.fingerprint():
+                    raise NmtError(
+                        f"ensemble: {other} has another tokenizer than {model_dir}; members must share one"
+                    )
+                members.append(member)
+            model = Ensemble(members)
         torch_device = resolve_device(device)
-        model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-        if average > 0:
-            kept = sorted((model_dir / CHECKPOINT_DIR).glob("step_*.pt"))[-average:]
-            if not kept:
-                raise NmtError(f"{model_dir}: average={average}, but no step checkpoints are kept there")
-            weights = average_state_dicts(kept, torch.device("cpu"))
-        else:
-            weights = load_checkpoint(resolve_checkpoint(model_dir, checkpoint), map_location="cpu")["model"]
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise NmtError(f"{model_dir}: checkpoint does not match config.yaml's model: {exc}") from exc
         if Quantize(quantize) == Quantize.int8:
             if torch_device.type != "cpu":
                 raise NmtError("quantize=int8 runs on the CPU only: add device=cpu")
@@ -286,7 +308,9 @@ def translate_file(cfg: TranslateConfig) -> None:
     from nmt.device import set_threads
 
     set_threads(cfg.threads)
-    translator = Translator.from_dir(cfg.model_dir, cfg.checkpoint, cfg.device, cfg.quantize, cfg.average)
+    translator = Translator.from_dir(
+        cfg.model_dir, cfg.checkpoint, cfg.device, cfg.quantize, cfg.average, ensemble=cfg.ensemble
+    )
     lines = read_lines(cfg.input)
     results = translator.translate(lines, cfg.search, progress=cfg.progress and cfg.output != "-")
     text = format_output(results, cfg.search.nbest)

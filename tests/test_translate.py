@@ -166,3 +166,37 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "in.txt"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_ensemble_of_a_model_with_itself_equals_the_model(digit_model_dir, translator):
+    pair = Translator.from_dir(digit_model_dir, ensemble=[digit_model_dir])
+    lines = ["one two three", "four five", ""]
+    alone = translator.translate(lines, SearchConfig(beam_size=3))
+    both = pair.translate(lines, SearchConfig(beam_size=3))
+    assert [t.text for t in both] == [t.text for t in alone]
+    for a, b in zip(alone[:2], both[:2]):
+        assert b.nbest[0].score == pytest.approx(a.nbest[0].score, abs=1e-5)
+        torch.testing.assert_close(b.nbest[0].attention, a.nbest[0].attention)
+
+
+def test_ensemble_mixes_distributions_and_checks_tokenizers(digit_model_dir, tmp_path):
+    from nmt.model.ensemble import Ensemble
+
+    members = [
+        Translator.from_dir(digit_model_dir, checkpoint=name).model for name in ("best", "step_00000200")
+    ]
+    src, lengths = torch.tensor([[5, 6, 3]]), torch.tensor([3])
+    mixture = Ensemble(members).eval()
+    enc = mixture.encode(src, lengths)
+    log_probs, _, attention = mixture.decode_step(torch.tensor([2]), mixture.init_decoder_state(enc), enc)
+    singles = [
+        m.decode_step(torch.tensor([2]), m.init_decoder_state(m.encode(src, lengths)), m.encode(src, lengths))
+        for m in members
+    ]
+    expected = (singles[0][0].exp() + singles[1][0].exp()) / 2
+    torch.testing.assert_close(log_probs.exp(), expected)
+    torch.testing.assert_close(attention, (singles[0][2] + singles[1][2]) / 2)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(NmtError):
+        Translator.from_dir(digit_model_dir, ensemble=[other])
