@@ -15,25 +15,21 @@ from typing import Any
 from sacrebleu.metrics import BLEU, CHRF, TER
 
 from nmt.config import EvaluateConfig
+from nmt.data import text
 from nmt.errors import NmtError
 
 METRICS = {"bleu": ("BLEU", BLEU), "chrf": ("chrF", CHRF), "ter": ("TER", TER)}  # key -> (label, class)
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file, split on ``\\n`` only (a trailing ``\\r`` is dropped)."""
+    """The lines of a UTF-8 (optionally gzipped) text file, split on ``\\n`` only, read by the corpus reader
+    (:func:`nmt.data.text.read_lines`: file:line errors for invalid UTF-8 or NUL bytes); an empty file has none."""
     path = Path(path)
     if not path.is_file():
         raise NmtError(f"{path}: file not found (expected a text file with one sentence per line)")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise NmtError(f"{path}:{line}: not valid UTF-8; convert the file to UTF-8") from exc
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    if path.stat().st_size == 0:
+        return []
+    return [line for _, line in text.read_lines(path)]
 
 
 def read_streams(hyp_path: str | Path, ref_paths: Sequence[str | Path]) -> tuple[list[str], list[list[str]]]:

@@ -96,7 +96,7 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
         score_files(write(tmp_path / "hyp.fr", HYPS), [tmp_path / "missing.fr"])
     bad = tmp_path / "latin1.fr"
     bad.write_bytes("ok\nd\xe9j\xe0\n".encode("latin-1"))
-    with pytest.raises(NmtError, match=r"latin1.fr:2: not valid UTF-8"):
+    with pytest.raises(NmtError, match=r"latin1.fr:2: invalid UTF-8"):
         read_lines(bad)
 
 
