@@ -29,3 +29,12 @@ def digit_model_dir(tmp_path_factory):
     from corpus import trained_digit_model
 
     return trained_digit_model(tmp_path_factory.mktemp("digit_model"))
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch):
+    """The Hugging Face hub looks online (no offline flags, no proxy) but refuses at once: nothing listens on
+    the discard port. Loaders must fail fast with a message naming the offline default."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")

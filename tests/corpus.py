@@ -3,6 +3,7 @@ directory (translate, evaluate, visualize, notebooks, serve)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -103,3 +104,18 @@ def trained_digit_model(root: Path) -> Path:
     cfg.model = ModelConfig(emb_size=32, hidden_size=32, attention_size=32, dropout=0.1)
     train(cfg)
     return Path(cfg.run_dir)
+
+
+def real_package_file(locate: Callable[[], Path]) -> Path:
+    """The data file ``locate()`` finds inside an installed package, or skip the test when it is not there."""
+    import pytest
+
+    from nmt.errors import NmtError
+
+    try:
+        path = locate()
+    except NmtError as exc:
+        pytest.skip(str(exc))
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    return path

@@ -193,12 +193,7 @@ def test_rmse_and_naive_forecast_by_hand():
 
 
 # ------------------------------------------------------------------------------------------------ hub
-def test_hub_dataset_offline_fails_fast_naming_the_offline_default(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.delenv("HTTPS_PROXY", raising=False)
-    monkeypatch.delenv("https_proxy", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens, refused at once
+def test_hub_dataset_offline_fails_fast_naming_the_offline_default(unreachable_hub):
     start = time.perf_counter()
     with pytest.raises(NmtError, match=r"offline default \(data.source=rotten_tomatoes\)"):
         load_hub_dataset("imdb", offline_default="data.source=rotten_tomatoes")

@@ -77,10 +77,7 @@ def test_load_fashion_dir_shapes_and_missing_package_message(tmp_path):
         load_fashion_mnist(tmp_path / "nowhere")
 
 
-def test_cifar10_offline_fails_fast_naming_fashion_mnist(monkeypatch):
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+def test_cifar10_offline_fails_fast_naming_fashion_mnist(unreachable_hub):
     cfg = ImageRowsConfig()
     cfg.data.source = ImageSource.cifar10
     with pytest.raises(NmtError, match="data.source=fashion_mnist"):

