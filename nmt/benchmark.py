@@ -60,6 +60,8 @@ def measure_training(cfg: BenchmarkConfig) -> dict[str, Any]:
             flops += 3 * sum(model.forward_flops(s, t)["total"] for s, t in zip(src_lens, tgt_lens))
         rates.append(tokens / elapsed)
         flop_rates.append(flops / elapsed)
+    if cfg.profile_updates:
+        profile_training(trainer, batches, cfg.profile_updates, Path(cfg.output))
     return {
         "train_target_tokens_per_second": statistics.median(rates),
         "train_model_flops_per_second": statistics.median(flop_rates),
@@ -68,6 +70,20 @@ def measure_training(cfg: BenchmarkConfig) -> dict[str, Any]:
         "parameters": model.num_parameters(),
         "max_tokens": cfg.config.train.max_tokens,
     }
+
+
+def profile_training(trainer: Any, batches: Any, updates: int, output: Path) -> None:
+    """torch.profiler over ``updates`` training updates: the ops by self CPU time, printed and written to
+    ``<output stem>_profile.txt``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(updates):
+            trainer._update([next(batches)[1]])
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    path = output.with_name(output.stem + "_profile.txt")
+    path.write_text(table + "\n", encoding="utf-8")
+    print(f"profile of {updates} training updates (written to {path}):\n{table}")
 
 
 def iter_batches(trainer: Any):
@@ -122,7 +138,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     """``scripts/benchmark.py``: measure, print a table, write JSON."""
     set_threads(cfg.config.threads)
     gemm = gemm_flops_per_second(cfg.gemm_size)
-    train = measure_training(cfg)
+    train = measure_training(cfg) if cfg.train_updates else {}
     decode = measure_decoding(cfg) if cfg.model_dir else []
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -130,7 +146,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "gemm_fp32_flops_per_second": gemm,
         **train,
-        "train_mfu": train["train_model_flops_per_second"] / gemm,
+        "train_mfu": train["train_model_flops_per_second"] / gemm if train else None,
         "decode": decode,
     }
     Path(cfg.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -155,10 +171,13 @@ def format_benchmark(results: dict[str, Any]) -> str:
     lines = [
         f"machine: {results['machine']}",
         f"fp32 GEMM: {results['gemm_fp32_flops_per_second'] / 1e9:.1f} GFLOP/s",
-        f"training: {results['train_target_tokens_per_second']:,.0f} target tokens/s "
-        f"({results['parameters']:,} parameters, {results['max_tokens']} tokens/batch), "
-        f"MFU {100 * results['train_mfu']:.1f} %, peak RSS {results['train_peak_rss_mib']:,.0f} MiB",
     ]
+    if results["train_mfu"] is not None:
+        lines.append(
+            f"training: {results['train_target_tokens_per_second']:,.0f} target tokens/s "
+            f"({results['parameters']:,} parameters, {results['max_tokens']} tokens/batch), "
+            f"MFU {100 * results['train_mfu']:.1f} %, peak RSS {results['train_peak_rss_mib']:,.0f} MiB"
+        )
     if results["decode"]:
         lines.append(f"{'decoding':<10}{'beam':>5}{'sent/s':>10}{'tok/s':>10}{'BLEU':>8}{'chrF':>8}")
         for row in results["decode"]:

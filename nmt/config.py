@@ -152,8 +152,9 @@ class DataConfig:
 @dataclass
 class TokenizerConfig:
     model_type: SpmModelType = SpmModelType.unigram
-    vocab_size: int = 8000
+    vocab_size: int = 4000
     joint: bool = True  # one model for both sides; False trains one per side
+    trim_vocab: bool = True  # joint only: each side keeps just the pieces its training text uses
     character_coverage: float = 1.0
     input_sentence_size: int = 2_000_000  # sentences sampled for training on large corpora
 
@@ -163,7 +164,8 @@ class TokenizerConfig:
 class ModelConfig:
     rnn_type: RnnType = RnnType.gru
     emb_size: int = 256
-    hidden_size: int = 256  # per encoder direction, and the decoder's state size
+    hidden_size: int = 256  # the decoder's state size
+    enc_hidden_size: int = 0  # units per encoder direction; 0: hidden_size // 2
     enc_layers: int = 1
     dec_layers: int = 1
     dropout: float = 0.2
@@ -182,7 +184,7 @@ class TrainConfig:
     epochs: int = 100
     max_steps: int = 0  # 0: no step limit
     max_minutes: float = 30.0  # wall-clock budget; 0: none
-    lr: float = 1e-3
+    lr: float = 2e-3
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     schedule: Schedule = Schedule.plateau
@@ -213,7 +215,7 @@ class TrainConfig:
 class SearchConfig:
     beam_size: int = 5
     length_norm: LengthNorm = LengthNorm.gnmt
-    alpha: float = 0.6  # GNMT length-penalty exponent
+    alpha: float = 1.0  # GNMT length-penalty exponent (chosen on dev: conf/study, README)
     min_len: int = 0
     max_len_a: float = 1.5  # max output length = a * source length + b
     max_len_b: int = 10
@@ -243,17 +245,22 @@ class Config:
 
 
 @dataclass
-class TranslateConfig:
+class WeightsChoice:
+    """Which weights a translator loads from its model directory (``Translator.from_dir``)."""
+
+    checkpoint: str = "best"  # best | last | a file inside model_dir
+    average: int = 0  # average the weights of the last K kept checkpoints (0: off)
+    ensemble_last: int = 0  # ensemble the last K kept checkpoints as separate models (0: off)
+    ensemble: list[str] = field(default_factory=list)  # more model directories (same tokenizer) to ensemble
+
+
+@dataclass
+class TranslateConfig(WeightsChoice):
     """``scripts/translate.py``: model directory + text in, text out."""
 
     model_dir: str = MISSING
     input: str = "-"  # "-": stdin
     output: str = "-"  # "-": stdout
-    checkpoint: str = "best"  # best | last | a file inside model_dir
-    average: int = 0  # average the last K kept checkpoints (0: off)
-    ensemble: list[str] = field(
-        default_factory=list
-    )  # more model directories (same tokenizer) to average with
     search: SearchConfig = field(default_factory=SearchConfig)
     quantize: Quantize = Quantize.none
     dump_attention: str | None = None  # write attention matrices here (.pt)
@@ -263,7 +270,7 @@ class TranslateConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(WeightsChoice):
     """``scripts/evaluate.py``: score hypotheses, or translate a corpus split and score it."""
 
     model_dir: str | None = None
@@ -271,8 +278,7 @@ class EvaluateConfig:
     hyp: str | None = None  # a hypothesis file; None: translate `split` with the model
     refs: list[str] = field(default_factory=list)  # reference files; empty: the split's references
     ref_versions: list[str] | None = None  # Bible: extra reference versions, instead of the model's own
-    output: str | None = None  # JSON path; default: <model_dir>/eval_<split>.json
-    checkpoint: str = "best"
+    output: str | None = None  # JSON path; default: <model_dir>/eval/<split>.json
     search: SearchConfig = field(default_factory=SearchConfig)
     quantize: Quantize = Quantize.none
     device: str = "auto"
@@ -325,20 +331,35 @@ class ServeConfig:
 class BenchmarkConfig:
     """``scripts/benchmark.py``: training and decoding speed, peak memory and MFU on this machine."""
 
-    config: Config = field(  # what to train: the peers' shape and batch size, no label smoothing like them
+    config: Config = field(  # what to train: the peers' OpenNMT-py model (shared/bench/peers), mirrored
         default_factory=lambda: Config(
-            run_dir="runs/benchmark", train=TrainConfig(label_smoothing=0.0, progress=False)
+            run_dir="runs/benchmark",
+            tokenizer=TokenizerConfig(
+                vocab_size=8000, trim_vocab=True
+            ),  # their per-side vocabularies of a joint 8k
+            model=ModelConfig(enc_hidden_size=128, decoder_step=DecoderStep.luong, bridge=False),
+            train=TrainConfig(lr=1e-3, label_smoothing=0.0, progress=False),
         )
     )
     model_dir: str | None = "runs/bible-en-fr"  # a trained model for the decoding figures; None: skip them
     split: str = "test"
     warmup_updates: int = 10
-    train_updates: int = 50  # timed updates per repeat
+    train_updates: int = 50  # timed updates per repeat; 0 skips the training figures
     repeats: int = 3  # figures are medians over repeats
     beams: list[int] = field(default_factory=lambda: [1, 5])
     quantize: list[Quantize] = field(default_factory=lambda: [Quantize.none, Quantize.int8])
     gemm_size: int = 2048  # the reference fp32 matmul for MFU
-    output: str = "benchmark.json"
+    profile_updates: int = 0  # > 0: also run torch.profiler over this many updates and print the top ops
+    output: str = "benchmark.json"  # the profile table goes next to it, as <stem>_profile.txt
+
+
+@dataclass
+class StudyReportConfig:
+    """``scripts/study_report.py``: tabulate a multirun study (see ``conf/study/``)."""
+
+    sweep_dir: str = "runs/study/budget"  # one training run per subdirectory
+    decode_dir: str | None = None  # evaluation JSONs of a decoding sweep, tabulated too
+    top: int = 5  # runs drawn in the BLEU-against-time plot (the `base` run is always drawn)
 
 
 @dataclass
@@ -366,6 +387,7 @@ def register_configs() -> None:
     cs.store(name="base_fault_drill", node=FaultDrillConfig)
     cs.store(name="base_benchmark", node=BenchmarkConfig)
     cs.store(name="base_serve", node=ServeConfig)
+    cs.store(name="base_study_report", node=StudyReportConfig)
 
 
 register_configs()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from sacrebleu.metrics import BLEU, CHRF, TER
 
 from nmt.config import EvaluateConfig
@@ -141,7 +142,9 @@ def evaluate_model(cfg: EvaluateConfig) -> dict[str, Any]:
     """``scripts/evaluate.py``: score ``cfg.hyp`` against ``cfg.refs``, or translate a corpus split with the
     model in ``cfg.model_dir`` and score it against the split's references (single and multi-reference).
 
-    Writes ``<model_dir>/eval/<split>.{src,hyp,ref}`` and the JSON results; returns the results.
+    Writes the JSON results (``output``, by default ``<model_dir>/eval/<split>.json``) and next to it the
+    source, hypothesis and first-reference texts with the same stem (``.src``, ``.hyp``, ``.ref``); returns the
+    results.
     """
     from nmt.data.corpus import load_corpus
     from nmt.translate import Translator, write_text_atomic
@@ -154,7 +157,7 @@ def evaluate_model(cfg: EvaluateConfig) -> dict[str, Any]:
             raise NmtError(
                 "give model_dir=RUN_DIR (to translate a split) or hyp=FILE refs=[FILE,...] (to score)"
             )
-        translator = Translator.from_dir(cfg.model_dir, cfg.checkpoint, cfg.device, cfg.quantize)
+        translator = Translator.from_config(cfg)
         data = translator.config.data
         if cfg.ref_versions is not None:
             data.bible.ref_versions = list(cfg.ref_versions)
@@ -168,22 +171,28 @@ def evaluate_model(cfg: EvaluateConfig) -> dict[str, Any]:
         translations = translator.translate(sources, cfg.search)
         seconds = time.perf_counter() - started
         hyps = [t.text for t in translations]
-        out_dir = Path(cfg.model_dir) / "eval"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / f"{cfg.split}.src", "".join(s + "\n" for s in sources))
-        write_text_atomic(out_dir / f"{cfg.split}.hyp", "".join(h + "\n" for h in hyps))
-        write_text_atomic(out_dir / f"{cfg.split}.ref", "".join(r + "\n" for r in refs[0]))
+        # The texts sit next to the JSON with its stem, so that evaluations of other settings keep their own.
+        out = Path(cfg.output or Path(cfg.model_dir) / "eval" / f"{cfg.split}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out.with_suffix(".src"), "".join(s + "\n" for s in sources))
+        write_text_atomic(out.with_suffix(".hyp"), "".join(h + "\n" for h in hyps))
+        write_text_atomic(out.with_suffix(".ref"), "".join(r + "\n" for r in refs[0]))
         out_tokens = sum(len(t.nbest[0].tokens) + 1 for t in translations if t.nbest)
         results = {
             "model_dir": str(cfg.model_dir),
             "split": cfg.split,
             "beam_size": cfg.search.beam_size,
+            "weights": {
+                "checkpoint": cfg.checkpoint,
+                "average": cfg.average,
+                "ensemble_last": cfg.ensemble_last,
+            },
+            "search": OmegaConf.to_container(OmegaConf.structured(cfg.search), enum_to_str=True),
             "decode_seconds": seconds,
             "sentences_per_second": len(sources) / seconds if seconds else 0.0,
             "target_tokens_per_second": out_tokens / seconds if seconds else 0.0,
             **score_corpus(hyps, refs),
         }
-        out = Path(cfg.output or out_dir / f"{cfg.split}.json")
     write_json(results, out)
     print(format_table(results))
     print(f"scores written to {out}")

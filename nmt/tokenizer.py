@@ -2,6 +2,12 @@
 
 The special ids are fixed for the whole toolkit (the model's embedding padding index is ``PAD_ID``), and a
 tokenizer saved in a model directory is all a translator needs to go from text to ids and back.
+
+A joint model can be *trimmed* per side (``trim_vocab``): each side keeps the pieces its own training text
+uses (and every single character), so a French target does not carry an output row for every English-only
+piece. The side's file is the
+joint model with the other pieces marked unused — sentencepiece then segments with the kept pieces only — and
+the kept pieces are renumbered densely (specials keep 0..3), which is the id space the model sees.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from nmt.config import TokenizerConfig
 from nmt.errors import NmtError
@@ -110,15 +117,65 @@ def _config_dict(cfg: TokenizerConfig) -> dict[str, Any]:
     return {k: str(v) if hasattr(v, "value") else v for k, v in asdict(cfg).items()}
 
 
+class SideVocab:
+    """One side's sentencepiece model and the model-facing ids: sentencepiece's own ids, or, when the model has
+    pieces marked unused (a trimmed side), the used pieces numbered 0..size-1 in their original order."""
+
+    def __init__(self, sp: spm.SentencePieceProcessor) -> None:
+        self.sp = sp
+        used = [i for i in range(sp.get_piece_size()) if not sp.is_unused(i)]
+        self.trimmed = len(used) < sp.get_piece_size()
+        self.size = len(used)
+        self._piece_id = used  # model id -> sentencepiece id
+        self._model_id = {piece: i for i, piece in enumerate(used)}
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        ids = self.sp.encode(lines, out_type=int)
+        if not self.trimmed:
+            return ids
+        return [[self._model_id[i] for i in seq] for seq in ids]
+
+    def _to_pieces(self, ids: Sequence[int]) -> list[int]:
+        return [self._piece_id[int(i)] for i in ids] if self.trimmed else [int(i) for i in ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.sp.decode(self._to_pieces([i for i in ids if i not in _DROPPED_ON_DECODE]))
+
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        return [self.sp.id_to_piece(i) for i in self._to_pieces(ids)]
+
+
+def write_trimmed_model(joint_model: Path, keep: set[int], out: Path) -> None:
+    """Copy ``joint_model`` to ``out`` with every normal piece outside ``keep`` marked unused."""
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(joint_model.read_bytes())
+    normal, unused = (
+        sentencepiece_model_pb2.ModelProto.SentencePiece.NORMAL,
+        sentencepiece_model_pb2.ModelProto.SentencePiece.UNUSED,
+    )
+    for i, piece in enumerate(proto.pieces):
+        if piece.type == normal and i not in keep:
+            piece.type = unused
+    out.write_bytes(proto.SerializeToString())
+
+
+def _side_pieces(sp: spm.SentencePieceProcessor, texts: list[str]) -> set[int]:
+    """The pieces segmenting ``texts``, plus every single character: the fallback that spells any word of
+    known characters (without it an unseen word would collapse to one unk)."""
+    used = {i for seq in sp.encode(texts, out_type=int) for i in seq}
+    return used | {i for i in range(sp.get_piece_size()) if len(sp.id_to_piece(i)) == 1}
+
+
 class Tokenizer:
-    """Source and target sentencepiece models (the same object when ``joint``)."""
+    """Source and target sentencepiece models (the same object when ``joint`` and untrimmed)."""
 
     def __init__(self, src: spm.SentencePieceProcessor, tgt: spm.SentencePieceProcessor, files: list[Path]):
-        self._src, self._tgt = src, tgt
+        self._src, self._tgt = SideVocab(src), SideVocab(tgt)
         self.files = files
-        self.joint = src is tgt
-        self.src_vocab_size: int = src.get_piece_size()
-        self.tgt_vocab_size: int = tgt.get_piece_size()
+        self.trimmed = self._src.trimmed or self._tgt.trimmed
+        self.joint = src is tgt or self.trimmed  # a trimmed pair is one joint model, cut per side
+        self.src_vocab_size: int = self._src.size
+        self.tgt_vocab_size: int = self._tgt.size
 
     # ------------------------------------------------------------------------------------ build / load
     @classmethod
@@ -140,7 +197,16 @@ class Tokenizer:
             shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=_STAGING_PREFIX, dir=out_dir) as tmp:
             staging = Path(tmp)
-            if cfg.joint:
+            if cfg.joint and cfg.trim_vocab:
+                src_texts, tgt_texts = list(src_texts), list(tgt_texts)  # read twice: training, then trimming
+                sp = train_sentencepiece(
+                    itertools.chain(src_texts, tgt_texts), staging / JOINT_PREFIX, **kwargs
+                )
+                for texts, name in ((src_texts, SRC_FILE), (tgt_texts, TGT_FILE)):
+                    write_trimmed_model(staging / JOINT_FILE, _side_pieces(sp, texts), staging / name)
+                for suffix in (".model", ".vocab"):  # load() must find the trimmed pair, not the joint model
+                    (staging / (JOINT_PREFIX + suffix)).unlink()
+            elif cfg.joint:
                 train_sentencepiece(itertools.chain(src_texts, tgt_texts), staging / JOINT_PREFIX, **kwargs)
             else:
                 train_sentencepiece(src_texts, staging / SRC_PREFIX, **kwargs)
@@ -205,24 +271,24 @@ class Tokenizer:
     # ------------------------------------------------------------------------------------ encode / decode
     def encode_src(self, lines: list[str]) -> list[list[int]]:
         """Source sentences to piece ids, no specials added."""
-        return self._src.encode(list(lines), out_type=int)
+        return self._src.encode(list(lines))
 
     def encode_tgt(self, lines: list[str]) -> list[list[int]]:
         """Target sentences to piece ids, no specials added."""
-        return self._tgt.encode(list(lines), out_type=int)
+        return self._tgt.encode(list(lines))
 
     def decode_src(self, ids: Sequence[int]) -> str:
         """Source piece ids back to text (pad/bos/eos dropped)."""
-        return self._src.decode([int(i) for i in ids if i not in _DROPPED_ON_DECODE])
+        return self._src.decode(ids)
 
     def decode_tgt(self, ids: Sequence[int]) -> str:
         """Target piece ids back to detokenized text (pad/bos/eos dropped; unk shows as "⁇")."""
-        return self._tgt.decode([int(i) for i in ids if i not in _DROPPED_ON_DECODE])
+        return self._tgt.decode(ids)
 
     def src_pieces(self, ids: Sequence[int]) -> list[str]:
         """Source ids to their pieces (``▁`` marks a word start), e.g. for attention-plot labels."""
-        return [self._src.id_to_piece(int(i)) for i in ids]
+        return self._src.pieces(ids)
 
     def tgt_pieces(self, ids: Sequence[int]) -> list[str]:
         """Target ids to their pieces."""
-        return [self._tgt.id_to_piece(int(i)) for i in ids]
+        return self._tgt.pieces(ids)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from nmt.checkpoint import load_checkpoint
-from nmt.config import Config, Quantize, SearchConfig, TranslateConfig, load_config
+from nmt.config import Config, EvaluateConfig, Quantize, SearchConfig, TranslateConfig, load_config
 from nmt.data.batching import eval_batches
 from nmt.device import resolve_device
 from nmt.errors import NmtError
@@ -105,6 +105,14 @@ def average_state_dicts(paths: Sequence[Path], device: torch.device) -> dict[str
     return {name: tensor / len(paths) for name, tensor in total.items()}
 
 
+def kept_checkpoints(model_dir: Path, k: int, option: str) -> list[Path]:
+    """The last ``k`` validated checkpoints a run kept (``train.keep_checkpoints``), oldest first."""
+    kept = sorted((model_dir / CHECKPOINT_DIR).glob("step_*.pt"))[-k:]
+    if not kept:
+        raise NmtError(f"{model_dir}: {option}={k}, but no step checkpoints are kept there")
+    return kept
+
+
 def load_model_dir(
     model_dir: str | Path, checkpoint: str = "best", average: int = 0
 ) -> tuple[Config, Tokenizer, torch.nn.Module]:
@@ -116,10 +124,7 @@ def load_model_dir(
     tokenizer = Tokenizer.load(model_dir)
     model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     if average > 0:
-        kept = sorted((model_dir / CHECKPOINT_DIR).glob("step_*.pt"))[-average:]
-        if not kept:
-            raise NmtError(f"{model_dir}: average={average}, but no step checkpoints are kept there")
-        weights = average_state_dicts(kept, torch.device("cpu"))
+        weights = average_state_dicts(kept_checkpoints(model_dir, average, "average"), torch.device("cpu"))
     else:
         weights = load_checkpoint(resolve_checkpoint(model_dir, checkpoint), map_location="cpu")["model"]
     try:
@@ -149,31 +154,52 @@ class Translator:
         quantize: Quantize | str = Quantize.none,
         average: int = 0,
         ensemble: Sequence[str | Path] = (),
+        ensemble_last: int = 0,
     ) -> Translator:
         """Load ``model_dir`` (config.yaml, sentencepiece model(s), checkpoints/).
 
         ``average=K`` averages the weights of the last K validated checkpoints instead of loading one;
-        ``ensemble`` names more model directories with the same tokenizer, whose next-token distributions are
-        averaged with this one's at every step; ``quantize="int8"`` applies dynamic int8 quantization to the
-        RNN and linear layers (CPU only).
+        ``ensemble_last=K`` keeps those K checkpoints as separate models and ensembles them; ``ensemble`` names
+        more model directories with the same tokenizer. An ensemble averages its members' next-token
+        distributions at every step. ``quantize="int8"`` applies dynamic int8 quantization to the RNN and
+        linear layers (CPU only).
         """
-        config, tokenizer, model = load_model_dir(model_dir, checkpoint, average)
-        if ensemble:
+        if ensemble_last > 0:
+            paths = kept_checkpoints(Path(model_dir), ensemble_last, "ensemble_last")
+            loaded = [load_model_dir(model_dir, str(path)) for path in paths]
+            config, tokenizer, _ = loaded[0]
+            members = [member for _, _, member in loaded]
+        else:
+            config, tokenizer, model = load_model_dir(model_dir, checkpoint, average)
             members = [model]
-            for other in ensemble:
-                _, other_tokenizer, member = load_model_dir(other, checkpoint, average)
-                if other_tokenizer.fingerprint() != tokenizer.fingerprint():
-                    raise NmtError(
-                        f"ensemble: {other} has another tokenizer than {model_dir}; members must share one"
-                    )
-                members.append(member)
-            model = Ensemble(members)
+        for other in ensemble:
+            _, other_tokenizer, member = load_model_dir(other, checkpoint, average)
+            if other_tokenizer.fingerprint() != tokenizer.fingerprint():
+                raise NmtError(
+                    f"ensemble: {other} has another tokenizer than {model_dir}; members must share one"
+                )
+            members.append(member)
+        model = members[0] if len(members) == 1 else Ensemble(members)
         torch_device = resolve_device(device)
         if Quantize(quantize) == Quantize.int8:
             if torch_device.type != "cpu":
                 raise NmtError("quantize=int8 runs on the CPU only: add device=cpu")
             model = quantize_int8(model)
         return cls(model.to(torch_device), tokenizer, config, torch_device)
+
+    @classmethod
+    def from_config(cls, cfg: TranslateConfig | EvaluateConfig) -> Translator:
+        """:meth:`from_dir` with the model directory, weights, device and quantization a script config names."""
+        assert cfg.model_dir is not None
+        return cls.from_dir(
+            cfg.model_dir,
+            cfg.checkpoint,
+            cfg.device,
+            cfg.quantize,
+            cfg.average,
+            cfg.ensemble,
+            cfg.ensemble_last,
+        )
 
     def translate(
         self,
@@ -308,9 +334,7 @@ def translate_file(cfg: TranslateConfig) -> None:
     from nmt.device import set_threads
 
     set_threads(cfg.threads)
-    translator = Translator.from_dir(
-        cfg.model_dir, cfg.checkpoint, cfg.device, cfg.quantize, cfg.average, ensemble=cfg.ensemble
-    )
+    translator = Translator.from_config(cfg)
     lines = read_lines(cfg.input)
     results = translator.translate(lines, cfg.search, progress=cfg.progress and cfg.output != "-")
     text = format_output(results, cfg.search.nbest)

@@ -96,6 +96,24 @@ def digit_config(root: Path, **train_overrides) -> Config:
     )
 
 
+def digit_cli_overrides(corpus: str, cache: Path) -> list[str]:
+    """The command-line form of :func:`digit_config`'s data, tokenizer and model, for scripts/train.py."""
+    return [
+        "data.source=text",
+        f"data.text.train={corpus}/train",
+        f"data.text.dev={corpus}/dev",
+        f"data.text.test={corpus}/test",
+        f"data.cache_dir={cache}",
+        "tokenizer.vocab_size=40",
+        "model.emb_size=16",
+        "model.hidden_size=16",
+        "model.attention_size=16",
+        "train.max_tokens=200",
+        "train.max_minutes=0",
+        "train.tensorboard=false",
+    ]
+
+
 def trained_digit_model(root: Path) -> Path:
     """Train a 32-unit model that translates digit words well (dev BLEU > 50, ~10 s); returns its directory."""
     from nmt.train.trainer import train

@@ -20,6 +20,7 @@ def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
         repeats=2,
         beams=[1, 3],
         gemm_size=128,
+        profile_updates=2,
         output=str(tmp_path / "bench.json"),
     )
     results = run_benchmark(cfg)
@@ -35,3 +36,22 @@ def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
     ]
     assert all(r["sentences"] == 16 and r["sentences_per_second"] > 0 for r in results["decode"])
     assert "int8" in format_benchmark(results) and "MFU" in format_benchmark(results)
+    profile = (tmp_path / "bench_profile.txt").read_text()
+    assert "aten::mm" in profile and "Self CPU time total" in profile
+
+
+def test_decoding_only(digit_model_dir, tmp_path):
+    cfg = BenchmarkConfig(
+        config=digit_config(tmp_path),
+        model_dir=str(digit_model_dir),
+        train_updates=0,
+        repeats=1,
+        beams=[2],
+        quantize=["none"],
+        gemm_size=64,
+        output=str(tmp_path / "bench.json"),
+    )
+    results = run_benchmark(cfg)
+    assert results["train_mfu"] is None and "train_target_tokens_per_second" not in results
+    assert [(r["quantize"], r["beam"]) for r in results["decode"]] == [("none", 2)]
+    assert "training:" not in format_benchmark(results)

@@ -32,6 +32,26 @@ def test_smoke_preset_shrinks_model_and_steps():
     assert cfg.data == Config().data  # the preset does not touch the corpus
 
 
+def test_full_preset_is_the_larger_bf16_model():
+    cfg = to_object(compose_config("config", ["train=full"]), Config)
+    assert (cfg.model.hidden_size, cfg.model.enc_layers, cfg.tokenizer.vocab_size) == (512, 2, 16000)
+    assert cfg.train.precision == "bf16" and cfg.train.max_minutes == 60
+
+
+@pytest.mark.parametrize("variant", sorted(p.stem for p in (CONF_DIR / "variant").glob("*.yaml")))
+def test_every_study_variant_composes_and_changes_one_thing(variant):
+    """A typo in a variant file would only show an hour into a study; here it fails at once."""
+    cfg = to_object(compose_config("config", [f"+variant={variant}"]), Config)
+    changed = {
+        f"{section}.{key}"
+        for section in ("tokenizer", "model", "train")
+        for key, value in vars(getattr(cfg, section)).items()
+        if value != vars(getattr(Config(), section))[key]
+    }
+    assert (variant == "base") == (not changed)
+    assert len({name.split(".")[0] for name in changed}) <= 1  # one section: one idea per variant
+
+
 def test_typo_in_override_fails_clearly():
     with pytest.raises(ConfigCompositionException) as info:
         compose_config("config", ["train.lrr=0.1"])

@@ -12,7 +12,7 @@ VOCAB, SRC_LEN, BATCH = 17, 5, 3
 
 
 def _cfg(**overrides) -> ModelConfig:
-    base = {"emb_size": 6, "hidden_size": 6, "attention_size": 5, "dropout": 0.0}
+    base = {"emb_size": 6, "hidden_size": 6, "enc_hidden_size": 6, "attention_size": 5, "dropout": 0.0}
     return ModelConfig(**{**base, **overrides})
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from corpus import digit_config
+from corpus import digit_cli_overrides, digit_config
 
 from nmt.checkpoint import load_checkpoint
 from nmt.config import Config
@@ -351,21 +351,10 @@ def test_torchrun_runs_scripts_train(root, tmp_path):
         "--master_addr=127.0.0.1",
         f"--master_port={port}",
         "scripts/train.py",
-        "data.source=text",
-        f"data.text.train={corpus}/train",
-        f"data.text.dev={corpus}/dev",
-        f"data.text.test={corpus}/test",
-        f"data.cache_dir={root / 'cache'}",
-        "tokenizer.vocab_size=40",
-        "model.emb_size=16",
-        "model.hidden_size=16",
-        "model.attention_size=16",
-        "train.max_tokens=200",
+        *digit_cli_overrides(str(corpus), root / "cache"),
         "train.max_steps=4",
-        "train.max_minutes=0",
         "train.validate_every=4",
         "train.progress=false",
-        "train.tensorboard=false",
         f"run_dir={tmp_path / 'run'}",
         "threads=1",
         "device=cpu",

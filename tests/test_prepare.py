@@ -75,7 +75,10 @@ def test_summary_counts_and_files(prepared):
     assert summary["splits"]["dev"]["src_tokens"] == int(src_len.sum())
     assert not summary["tokenized"]["cache_hit"] and not summary["tokenizer"]["reused"]
     assert (root / "run" / "lengths.png").read_bytes()[:4] == b"\x89PNG"
-    assert (root / "run" / "spm.model").is_file()
+    assert (
+        summary["tokenizer"]["files"] == ["spm.src.model", "spm.tgt.model"]
+        and summary["tokenizer"]["trimmed"]
+    )
     table = format_summary(summary)
     assert "train" in table and "236" in table and "drop max_len" in table
 

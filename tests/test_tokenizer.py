@@ -17,7 +17,7 @@ def sentences(words: list[str], n: int, seed: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def joint(tmp_path_factory) -> Tokenizer:
-    cfg = TokenizerConfig(vocab_size=120)
+    cfg = TokenizerConfig(vocab_size=120, trim_vocab=False)
     return Tokenizer.train(
         sentences(EN, 300, 1), sentences(FR, 300, 2), cfg, tmp_path_factory.mktemp("joint")
     )
@@ -51,7 +51,9 @@ def test_load_gives_the_same_tokenizer(joint):
     again = Tokenizer.load(model_dir)
     assert again.fingerprint() == joint.fingerprint()
     assert again.encode_src(["the small house"]) == joint.encode_src(["the small house"])
-    assert Tokenizer.saved_config(model_dir) == Tokenizer.config_dict(TokenizerConfig(vocab_size=120))
+    assert Tokenizer.saved_config(model_dir) == Tokenizer.config_dict(
+        TokenizerConfig(vocab_size=120, trim_vocab=False)
+    )
 
 
 def test_separate_models_per_side(tmp_path):
@@ -86,3 +88,26 @@ def test_load_errors_name_the_directory(tmp_path):
     (tmp_path / "spm.src.model").write_bytes(b"x")
     with pytest.raises(NmtError, match="need spm.tgt.model"):
         Tokenizer.load(tmp_path)
+
+
+def test_trimmed_joint_model_keeps_each_sides_own_pieces(tmp_path, joint):
+    en, fr = sentences(EN, 300, 1), sentences(FR, 300, 2)  # the `joint` fixture's corpus
+    tok = Tokenizer.train(en, fr, TokenizerConfig(vocab_size=120, trim_vocab=True), tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.model")) == ["spm.src.model", "spm.tgt.model"]
+    assert tok.trimmed and tok.joint and not joint.trimmed
+    chars = {p for p in joint.tgt_pieces(range(4, joint.tgt_vocab_size)) if len(p) == 1}
+    fr_pieces = {p for seq in joint.encode_tgt(fr) for p in joint.tgt_pieces(seq)} | chars
+    en_pieces = {p for seq in joint.encode_src(en) for p in joint.src_pieces(seq)} | chars
+    assert tok.tgt_vocab_size == 4 + len(fr_pieces) < joint.tgt_vocab_size
+    assert tok.src_vocab_size == 4 + len(en_pieces) < joint.src_vocab_size
+    assert tok.tgt_pieces([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
+    # Training text segments exactly as with the joint model, in the dense id space.
+    ids = tok.encode_tgt(fr[:50])
+    assert [tok.tgt_pieces(s) for s in ids] == [joint.tgt_pieces(s) for s in joint.encode_tgt(fr[:50])]
+    assert max(max(s) for s in ids) < tok.tgt_vocab_size and [tok.decode_tgt(s) for s in ids] == fr[:50]
+    # A word from the other side is spelled with this side's pieces, never with an id outside the vocabulary.
+    english = tok.encode_tgt(["the woman"])[0]
+    assert max(english) < tok.tgt_vocab_size and tok.decode_tgt(english) == "the woman"
+    again = Tokenizer.load(tmp_path)
+    assert (again.src_vocab_size, again.tgt_vocab_size) == (tok.src_vocab_size, tok.tgt_vocab_size)
+    assert again.encode_tgt(fr[:5]) == tok.encode_tgt(fr[:5])

@@ -37,7 +37,8 @@ def test_training_writes_a_complete_model_directory(tmp_path):
     run = Path(cfg.run_dir)
     for name in (
         "config.yaml",
-        "spm.model",
+        "spm.src.model",
+        "spm.tgt.model",
         "metrics.json",
         "metrics.csv",
         "curves.png",

@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,15 +129,44 @@ def test_int8_and_averaging_still_translate(digit_model_dir):
     assert int8.translate(["one two three"])[0].text == "un deux trois"
 
 
+def test_ensemble_of_the_last_checkpoints(digit_model_dir, tmp_path):
+    steps = sorted(p.name for p in (digit_model_dir / "checkpoints").glob("step_*.pt"))
+    ensemble = Translator.from_dir(digit_model_dir, ensemble_last=2).model
+    assert len(ensemble.members) == 2
+    for member, name in zip(ensemble.members, steps[-2:]):
+        expected = Translator.from_dir(digit_model_dir, checkpoint=name).model.state_dict()
+        assert all(torch.equal(member.state_dict()[k], expected[k]) for k in expected)
+    with pytest.raises(NmtError, match="ensemble_last=2, but no step checkpoints"):
+        Translator.from_dir(_copy_without_steps(digit_model_dir, tmp_path / "copy"), ensemble_last=2)
+
+
+def _copy_without_steps(model_dir: Path, copy: Path) -> Path:
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("step_*.pt"))
+    return copy
+
+
 def test_evaluate_model_matches_sacrebleu(digit_model_dir):
     results = evaluate_model(
         EvaluateConfig(model_dir=str(digit_model_dir), split="test", search=SearchConfig(beam_size=1))
     )
+    assert results["search"]["beam_size"] == 1 and results["search"]["length_norm"] == "gnmt"
+    assert results["weights"] == {"checkpoint": "best", "average": 0, "ensemble_last": 0}
     hyps = (digit_model_dir / "eval" / "test.hyp").read_text(encoding="utf-8").splitlines()
     refs = (digit_model_dir / "eval" / "test.ref").read_text(encoding="utf-8").splitlines()
     assert len(hyps) == len(refs) == results["n_sentences"] == 16
     assert results["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert (digit_model_dir / "eval" / "test.json").is_file()
+
+
+def test_evaluation_texts_follow_the_output_name(digit_model_dir, tmp_path):
+    out = tmp_path / "beam2-alpha1.0.json"
+    cfg = EvaluateConfig(model_dir=str(digit_model_dir), split="dev", output=str(out), average=2)
+    results = evaluate_model(cfg)
+    hyps = (tmp_path / "beam2-alpha1.0.hyp").read_text(encoding="utf-8").splitlines()
+    assert len(hyps) == results["n_sentences"] and results["weights"]["average"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"beam2-alpha1.0.{x}" for x in ("hyp", "json", "ref", "src")
+    ]
 
 
 def test_visualize_from_model_and_from_dump(digit_model_dir, tmp_path):

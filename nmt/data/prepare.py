@@ -101,7 +101,7 @@ def _tokenizer(cfg: Config, run_dir: Path, train: datasets.Dataset) -> tuple[Tok
         tok = Tokenizer.load(run_dir)
         saved = Tokenizer.saved_config(run_dir)
         wanted = Tokenizer.config_dict(cfg.tokenizer)
-        if (saved is not None and saved != wanted) or tok.joint != cfg.tokenizer.joint:
+        if saved != wanted if saved is not None else tok.joint != cfg.tokenizer.joint:
             raise NmtError(
                 f"{run_dir}: has a tokenizer trained with {saved or {'joint': tok.joint}}, but the config asks "
                 f"for {wanted}; use a new run_dir, or delete the spm.* files there to retrain"
@@ -210,7 +210,8 @@ def prepare_data(cfg: Config, run_dir: Path) -> PreparedData:
             "cache_hit": corpus_hit,
         },
         "tokenizer": {
-            "joint": tok.joint,
+            "joint": cfg.tokenizer.joint,
+            "trimmed": tok.trimmed,
             "src_vocab_size": tok.src_vocab_size,
             "tgt_vocab_size": tok.tgt_vocab_size,
             "reused": reused,
@@ -240,13 +241,12 @@ def format_summary(summary: dict) -> str:
         for row in rows
     ]
     table.insert(1, "-" * len(table[0]))
-    vocab = (
-        str(tok["src_vocab_size"]) if tok["joint"] else f"{tok['src_vocab_size']} / {tok['tgt_vocab_size']}"
-    )
+    same_size = tok["src_vocab_size"] == tok["tgt_vocab_size"]
+    vocab = str(tok["src_vocab_size"]) if same_size else f"{tok['src_vocab_size']} / {tok['tgt_vocab_size']}"
+    kind = ("joint, trimmed per side" if tok["trimmed"] else "joint") if tok["joint"] else "separate"
     header = [
         f"corpus: {corpus['source']} {corpus['languages']} ({'cached' if corpus['cache_hit'] else 'built'})",
-        f"tokenizer: {'joint' if tok['joint'] else 'separate'}, vocab {vocab} "
-        f"({'reused' if tok['reused'] else 'trained'})",
+        f"tokenizer: {kind}, vocab {vocab} ({'reused' if tok['reused'] else 'trained'})",
         f"tokenized data: {'cached' if summary['tokenized']['cache_hit'] else 'built'}; "
         f"{summary['seconds']['total']:.1f} s in all",
     ]

@@ -75,8 +75,8 @@ class MultiplicativeAttention(Attention):
     """Luong et al. (2015) ``general``: e_ij = s^T W h_j, and ``dot``: e_ij = s^T h_j.
 
     W h_j is the key, computed once per sentence, so a step costs one batched dot product. ``dot`` needs the
-    query and the annotations to have the same size; when they differ (in Seq2Seq they always do: the decoder
-    state has ``hidden`` units, the annotations ``2*hidden``) the keys are projected once with a bias-free
+    query and the annotations to have the same size; when they differ (in Seq2Seq the decoder state has
+    ``hidden_size`` units, the annotations ``2*enc_hidden_size``) the keys are projected once with a bias-free
     ``Linear(key -> query)``, which makes ``dot`` the same function class as ``general`` there. ``general``
     always has W.
     """

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from nmt.config import DecoderStep, ModelConfig, RnnType
 from nmt.errors import NmtError
 from nmt.model.attention import build_attention
+from nmt.model.encoder import encoder_size
 from nmt.model.state import DecoderState, EncoderOutput
 from nmt.tokenizer import PAD_ID
 
@@ -46,7 +47,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         emb, hid = cfg.emb_size, cfg.hidden_size
-        annotation = 2 * hid  # bidirectional encoder states
+        annotation = 2 * encoder_size(cfg)  # bidirectional encoder states
         self.hidden_size = hid
         self.num_layers = cfg.dec_layers
         self.is_lstm = cfg.rnn_type == RnnType.lstm
@@ -109,7 +110,7 @@ class Decoder(nn.Module):
         return DecoderState(hidden=hidden, cell=cell, input_feed=input_feed)
 
     def _bridge(self, layers: nn.ModuleList, final: Tensor) -> Tensor:
-        """``[enc_layers, batch, 2*hidden]`` -> ``[dec_layers, batch, hidden]``."""
+        """``[enc_layers, batch, 2*enc_hidden]`` -> ``[dec_layers, batch, hidden]``."""
         return _stack([torch.tanh(lin(final[src])) for lin, src in zip(layers, self.bridge_from)])
 
     def step(

@@ -10,8 +10,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.config import RnnType
+from nmt.config import ModelConfig, RnnType
 from nmt.tokenizer import PAD_ID
+
+
+def encoder_size(cfg: ModelConfig) -> int:
+    """Units per encoder direction: ``enc_hidden_size``, or half the decoder's ``hidden_size`` when that is 0,
+    so that the annotations [h_fwd; h_bwd] are as wide as the decoder state."""
+    return cfg.enc_hidden_size or max(1, cfg.hidden_size // 2)
 
 
 def rnn_class(rnn_type: RnnType) -> type[nn.RNNBase]:

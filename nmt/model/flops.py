@@ -9,6 +9,7 @@ training step (forward + backward) costs about 3x the forward FLOPs.
 from __future__ import annotations
 
 from nmt.config import AttentionType, DecoderStep, ModelConfig, RnnType
+from nmt.model.encoder import encoder_size
 
 
 def _rnn_flops(gates: int, input_size: int, hidden: int) -> int:
@@ -24,19 +25,20 @@ def forward_flops(cfg: ModelConfig, tgt_vocab_size: int, src_len: int, tgt_len: 
     ``src_len * tgt_len``, the rest (but ``bridge``, once per sentence) with ``tgt_len``.
     """
     emb, hid, att = cfg.emb_size, cfg.hidden_size, cfg.attention_size
-    annotation = 2 * hid
+    enc_hid = encoder_size(cfg)
+    annotation = 2 * enc_hid
     gates = 4 if cfg.rnn_type == RnnType.lstm else 3
     luong = cfg.decoder_step == DecoderStep.luong
 
     encoder = 0
     for layer in range(cfg.enc_layers):
-        encoder += 2 * _rnn_flops(gates, emb if layer == 0 else annotation, hid)  # two directions
+        encoder += 2 * _rnn_flops(gates, emb if layer == 0 else annotation, enc_hid)  # two directions
 
     if cfg.attention == AttentionType.bahdanau:
         key_size = att
         score = 2 * hid * att + 2 * src_len * att  # W s once, then v^T over the positions
     else:
-        key_size = hid  # `dot` projects the keys too: the annotations (2*hidden) never match the query
+        key_size = hid  # keys live in the query's space (`dot` projects them only when the sizes differ)
         score = 2 * src_len * hid
     context = 2 * src_len * annotation
 
@@ -48,7 +50,9 @@ def forward_flops(cfg: ModelConfig, tgt_vocab_size: int, src_len: int, tgt_len: 
 
     counts = {
         "encoder": src_len * encoder,
-        "keys": src_len * 2 * annotation * key_size,
+        "keys": 0
+        if cfg.attention == AttentionType.dot and annotation == hid
+        else src_len * 2 * annotation * key_size,
         "bridge": (2 if cfg.rnn_type == RnnType.lstm else 1) * cfg.dec_layers * 2 * annotation * hid
         if cfg.bridge
         else 0,

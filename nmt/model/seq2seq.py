@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 from nmt.model.decoder import Decoder
-from nmt.model.encoder import Encoder
+from nmt.model.encoder import Encoder, encoder_size
 from nmt.model.flops import forward_flops
 from nmt.model.state import DecoderState, EncoderOutput
 from nmt.tokenizer import PAD_ID
@@ -30,7 +30,7 @@ class Seq2Seq(nn.Module):
         self.cfg = cfg
         self.tgt_vocab_size = tgt_vocab_size
         self.encoder = Encoder(
-            cfg.rnn_type, src_vocab_size, cfg.emb_size, cfg.hidden_size, cfg.enc_layers, cfg.dropout
+            cfg.rnn_type, src_vocab_size, cfg.emb_size, encoder_size(cfg), cfg.enc_layers, cfg.dropout
         )
         self.decoder = Decoder(cfg, tgt_vocab_size)
         self.reset_parameters()

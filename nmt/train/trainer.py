@@ -428,7 +428,11 @@ class Trainer:
         """Run validation, keep best/step checkpoints; False when early stopping triggers."""
         tc = self.cfg.train
         # Rank 0 validates while the others wait for its record; all then take the same decisions from it.
-        record = distributed.main_only(lambda: validate(self.model, self.data, self.cfg, self.device))
+        # elapsed: rank 0's training clock once this checkpoint exists (dev BLEU against wall-clock time); it
+        # travels with the record, so every rank keeps the same history.
+        record = distributed.main_only(
+            lambda: {**validate(self.model, self.data, self.cfg, self.device), "elapsed": self._tick()}
+        )
         record.update(step=self.state.step, epoch=self.state.epoch, lr=self.schedule.lr)
         self.state.history.append(record)
         self.schedule.after_validation(record["bleu"])
