@@ -5,9 +5,9 @@ tokenizer saved in a model directory is all a translator needs to go from text t
 
 A joint model can be *trimmed* per side (``trim_vocab``): each side keeps the pieces its own training text
 uses (and every single character), so a French target does not carry an output row for every English-only
-piece. The side's file is the
-joint model with the other pieces marked unused — sentencepiece then segments with the kept pieces only — and
-the kept pieces are renumbered densely (specials keep 0..3), which is the id space the model sees.
+piece. The side's file is the joint model with the other pieces marked unused — sentencepiece then segments
+with the kept pieces only — and the kept pieces are renumbered densely (specials keep 0..3), which is the id
+space the model sees.
 """
 
 from __future__ import annotations
