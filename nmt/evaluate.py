@@ -1,122 +1,82 @@
-"""Corpus metrics with sacrebleu: BLEU, chrF and TER, with the signatures that make scores comparable.
+"""Evaluation: score a hypothesis file against reference files, or translate a corpus split and score it.
 
-Hypotheses are one list of detokenized lines; references are one or more *streams*, each a list of lines
-aligned with the hypotheses (``refs[k][i]`` is the k-th reference of line i), as sacrebleu takes them.
+The metrics themselves (BLEU, chrF, TER and their signatures) are :mod:`nmt.metrics`'; this module reads and
+writes the files around them.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from sacrebleu.metrics import BLEU, CHRF, TER
 
 from nmt.config import EvaluateConfig
-from nmt.data import text
 from nmt.errors import NmtError
+from nmt.hub import output_dir
+from nmt.lines import OnInvalid, read_lines
+from nmt.metrics import CorpusScores, format_table, score_corpus
 
-METRICS = {"bleu": ("BLEU", BLEU), "chrf": ("chrF", CHRF), "ter": ("TER", TER)}  # key -> (label, class)
-
-
-def read_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 (optionally gzipped) text file, split on ``\\n`` only, read by the corpus reader
-    (:func:`nmt.data.text.read_lines`: file:line errors for invalid UTF-8 or NUL bytes); an empty file has none."""
-    path = Path(path)
-    if not path.is_file():
-        raise NmtError(f"{path}: file not found (expected a text file with one sentence per line)")
-    if path.stat().st_size == 0:
-        return []
-    return [line for _, line in text.read_lines(path)]
+# lines scored at a time: sacrebleu's n-gram tables for them (~80 KB a line with two references) are what
+# memory holds, whatever the files' length
+SCORE_CHUNK_LINES = 1000
 
 
-def read_streams(hyp_path: str | Path, ref_paths: Sequence[str | Path]) -> tuple[list[str], list[list[str]]]:
-    """A hypothesis file and one or more reference files, checked to have the same number of lines."""
+def _lines(path: str | Path) -> Iterator[str]:
+    """The lines of a hypothesis or reference file as they are read, strict UTF-8 (errors name file and line)."""
+    return (line for _, line in read_lines(path, on_invalid=OnInvalid.error))
+
+
+def _file_lines(path: str | Path) -> list[str]:
+    return list(_lines(path))
+
+
+def read_streams(
+    hyp_path: str | Path, ref_paths: Sequence[str | Path], chunk_lines: int = SCORE_CHUNK_LINES
+) -> Iterator[tuple[list[str], list[list[str]]]]:
+    """A hypothesis file and its reference files read in step, ``chunk_lines`` aligned lines at a time:
+    ``(hyps, refs)`` with ``refs[k]`` the lines of ``ref_paths[k]``.
+
+    Raises:
+        NmtError: no reference file (at once); as reading reaches it, a file that is missing or not UTF-8, or
+            files of different lengths (the message names both files and their line counts).
+    """
     if not ref_paths:
         raise NmtError(f"{hyp_path}: no reference file given to score it against")
-    hyps = read_lines(hyp_path)
-    refs = [read_lines(path) for path in ref_paths]
-    for path, stream in zip(ref_paths, refs):
-        if len(stream) != len(hyps):
+    return _aligned_chunks([hyp_path, *ref_paths], chunk_lines)
+
+
+def _aligned_chunks(paths: list[str | Path], chunk_lines: int) -> Iterator[tuple[list[str], list[list[str]]]]:
+    rows = itertools.zip_longest(*(_lines(path) for path in paths))  # None where a file has ended
+    counts = [0] * len(paths)
+    while chunk := list(itertools.islice(rows, chunk_lines)):
+        columns = [list(column) for column in zip(*chunk)]
+        counts = [count + len(column) - column.count(None) for count, column in zip(counts, columns)]
+        if len(set(counts)) > 1:
+            for row in rows:  # the longer files' lines, counted for the message
+                counts = [count + (line is not None) for count, line in zip(counts, row)]
+            path, count = next((p, c) for p, c in zip(paths[1:], counts[1:]) if c != counts[0])
             raise NmtError(
-                f"{hyp_path} has {len(hyps)} lines but {path} has {len(stream)}; "
+                f"{paths[0]} has {counts[0]} lines but {path} has {count}; "
                 "hypotheses and references must be line-aligned"
             )
-    return hyps, refs
+        yield columns[0], columns[1:]
 
 
-def _scores(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
-    """BLEU, chrF and TER of ``hyps`` against all streams of ``refs``, with signatures."""
-    result: dict[str, Any] = {"signatures": {}}
-    for key, (_, metric_class) in METRICS.items():
-        metric = metric_class()
-        score = metric.corpus_score(hyps, refs)
-        result[key] = score.score
-        result["signatures"][key] = str(metric.get_signature())
-        if key == "bleu":
-            result["bleu_details"] = {
-                "precisions": list(score.precisions),
-                "bp": score.bp,
-                "ratio": score.ratio,
-                "hyp_len": score.sys_len,
-                "ref_len": score.ref_len,
-            }
-    return result
-
-
-def score_corpus(hyps: list[str], refs: list[list[str]]) -> dict[str, Any]:
-    """Score detokenized hypotheses against reference streams; a JSON-ready dict.
-
-    Keys: ``n_sentences``, ``n_refs``, ``bleu``, ``chrf``, ``ter`` (against all streams), ``bleu_details``
-    (n-gram precisions, brevity penalty, lengths) and ``signatures``. With several streams, ``by_refs`` holds
-    the same scores against the first stream alone (``single``) and against all of them (``multi``).
-    """
-    if not refs:
-        raise NmtError("no reference stream given to score against")
-    if not hyps:
-        raise NmtError("no hypotheses to score (empty input)")
-    for k, stream in enumerate(refs):
-        if len(stream) != len(hyps):
-            raise NmtError(
-                f"reference stream {k + 1} has {len(stream)} lines but there are {len(hyps)} hypotheses; "
-                "hypotheses and references must be line-aligned"
-            )
-    results: dict[str, Any] = {"n_sentences": len(hyps), "n_refs": len(refs), **_scores(hyps, refs)}
-    if len(refs) > 1:
-        multi = {key: results[key] for key in (*METRICS, "bleu_details", "signatures")}
-        results["by_refs"] = {"single": _scores(hyps, refs[:1]), "multi": multi}
-    return results
-
-
-def score_files(hyp_path: str | Path, ref_paths: Sequence[str | Path]) -> dict[str, Any]:
-    """:func:`score_corpus` of files, plus ``hyp_file`` and ``ref_files``."""
-    hyps, refs = read_streams(hyp_path, ref_paths)
-    return {"hyp_file": str(hyp_path), "ref_files": [str(p) for p in ref_paths], **score_corpus(hyps, refs)}
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """A plain-text table of :func:`score_corpus`'s results: metric, references used, score, signature."""
-    n_refs = results["n_refs"]
-    rows = [
-        (label, str(n_refs), results[key], results["signatures"][key]) for key, (label, _) in METRICS.items()
-    ]
-    single = results.get("by_refs", {}).get("single")
-    if single:
-        rows += [
-            (label, "1 (first)", single[key], single["signatures"][key])
-            for key, (label, _) in METRICS.items()
-        ]
-    header = ("metric", "refs", "score", "signature")
-    lines = [(label, refs, f"{score:.2f}", sig) for label, refs, score, sig in rows]
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(3)]
-    table = [
-        f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d}".rstrip()
-        for a, b, c, d in [header, *lines]
-    ]
-    return "\n".join([*table, f"{results['n_sentences']} sentences"])
+def score_files(
+    hyp_path: str | Path, ref_paths: Sequence[str | Path], chunk_lines: int = SCORE_CHUNK_LINES
+) -> dict[str, Any]:
+    """:func:`nmt.metrics.score_corpus` of files, plus ``hyp_file`` and ``ref_files``; the files are read and
+    scored ``chunk_lines`` lines at a time (:class:`nmt.metrics.CorpusScores`), so memory holds one chunk."""
+    chunks = read_streams(hyp_path, ref_paths, chunk_lines)
+    scores = CorpusScores(len(ref_paths))
+    for hyps, refs in chunks:
+        scores.add(hyps, refs)
+    return {"hyp_file": str(hyp_path), "ref_files": [str(p) for p in ref_paths], **scores.results()}
 
 
 def write_json(results: dict[str, Any], path: str | Path) -> None:
@@ -138,61 +98,66 @@ def split_streams(split: Any) -> tuple[list[str], list[list[str]]]:
     return list(split["src"]), refs
 
 
-def evaluate_model(cfg: EvaluateConfig) -> dict[str, Any]:
-    """``scripts/evaluate.py``: score ``cfg.hyp`` against ``cfg.refs``, or translate a corpus split with the
-    model in ``cfg.model_dir`` and score it against the split's references (single and multi-reference).
+def translate_split(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
+    """Translate ``cfg.split`` with the model in ``cfg.model_dir`` and score it against the split's references
+    (or ``cfg.refs``), single and multi-reference; returns the results with the weights, search settings and
+    decoding speed.
 
-    Writes the JSON results (``output``, by default ``<model_dir>/eval/<split>.json``) and next to it the
-    source, hypothesis and first-reference texts with the same stem (``.src``, ``.hyp``, ``.ref``); returns the
-    results.
+    The source, hypothesis and first-reference texts are written next to ``out`` with its stem (``.src``,
+    ``.hyp``, ``.ref``), so that evaluations of other settings keep their own.
     """
     from nmt.data.corpus import load_corpus
     from nmt.translate import Translator, write_text_atomic
 
+    translator = Translator.from_config(cfg)
+    data = translator.config.data
+    if cfg.ref_versions is not None:
+        data.bible.ref_versions = list(cfg.ref_versions)
+    splits, _ = load_corpus(data)
+    if cfg.split not in splits:
+        raise NmtError(f"split={cfg.split!r} is not one of {sorted(splits)}")
+    sources, refs = split_streams(splits[cfg.split])
+    if cfg.refs:
+        refs = [_file_lines(path) for path in cfg.refs]
+    started = time.perf_counter()
+    translations = translator.translate(sources, cfg.search)
+    seconds = time.perf_counter() - started
+    hyps = [t.text for t in translations]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out.with_suffix(".src"), "".join(s + "\n" for s in sources))
+    write_text_atomic(out.with_suffix(".hyp"), "".join(h + "\n" for h in hyps))
+    write_text_atomic(out.with_suffix(".ref"), "".join(r + "\n" for r in refs[0]))
+    out_tokens = sum(len(t.nbest[0].tokens) + 1 for t in translations if t.nbest)
+    return {
+        "model_dir": str(cfg.model_dir),
+        "split": cfg.split,
+        "beam_size": cfg.search.beam_size,
+        "weights": {"checkpoint": cfg.checkpoint, "average": cfg.average, "ensemble_last": cfg.ensemble_last},
+        "search": OmegaConf.to_container(OmegaConf.structured(cfg.search), enum_to_str=True),
+        "decode_seconds": seconds,
+        "sentences_per_second": len(sources) / seconds if seconds else 0.0,
+        "target_tokens_per_second": out_tokens / seconds if seconds else 0.0,
+        **score_corpus(hyps, refs),
+    }
+
+
+def evaluate_model(cfg: EvaluateConfig) -> dict[str, Any]:
+    """``scripts/evaluate.py``: :func:`score_files` of ``cfg.hyp`` against ``cfg.refs`` when a hypothesis file
+    is given, else :func:`translate_split` with the model in ``cfg.model_dir``.
+
+    Writes the JSON results to ``cfg.output`` (by default ``<hyp>.scores.json``, or
+    ``<model_dir>/eval/<split>.json``, ``./eval/<split>.json`` for an ``hf://`` model), prints them as a table
+    and returns them.
+    """
     if cfg.hyp is not None:
-        results = score_files(cfg.hyp, cfg.refs)
         out = Path(cfg.output or f"{cfg.hyp}.scores.json")
+        results = score_files(cfg.hyp, cfg.refs)
+    elif cfg.model_dir is not None:
+        eval_dir = output_dir(cfg.model_dir, "eval")
+        out = Path(cfg.output or eval_dir / f"{cfg.split}.json")
+        results = translate_split(cfg, out)
     else:
-        if cfg.model_dir is None:
-            raise NmtError(
-                "give model_dir=RUN_DIR (to translate a split) or hyp=FILE refs=[FILE,...] (to score)"
-            )
-        translator = Translator.from_config(cfg)
-        data = translator.config.data
-        if cfg.ref_versions is not None:
-            data.bible.ref_versions = list(cfg.ref_versions)
-        splits, _ = load_corpus(data)
-        if cfg.split not in splits:
-            raise NmtError(f"split={cfg.split!r} is not one of {sorted(splits)}")
-        sources, refs = split_streams(splits[cfg.split])
-        if cfg.refs:
-            refs = [read_lines(path) for path in cfg.refs]
-        started = time.perf_counter()
-        translations = translator.translate(sources, cfg.search)
-        seconds = time.perf_counter() - started
-        hyps = [t.text for t in translations]
-        # The texts sit next to the JSON with its stem, so that evaluations of other settings keep their own.
-        out = Path(cfg.output or Path(cfg.model_dir) / "eval" / f"{cfg.split}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out.with_suffix(".src"), "".join(s + "\n" for s in sources))
-        write_text_atomic(out.with_suffix(".hyp"), "".join(h + "\n" for h in hyps))
-        write_text_atomic(out.with_suffix(".ref"), "".join(r + "\n" for r in refs[0]))
-        out_tokens = sum(len(t.nbest[0].tokens) + 1 for t in translations if t.nbest)
-        results = {
-            "model_dir": str(cfg.model_dir),
-            "split": cfg.split,
-            "beam_size": cfg.search.beam_size,
-            "weights": {
-                "checkpoint": cfg.checkpoint,
-                "average": cfg.average,
-                "ensemble_last": cfg.ensemble_last,
-            },
-            "search": OmegaConf.to_container(OmegaConf.structured(cfg.search), enum_to_str=True),
-            "decode_seconds": seconds,
-            "sentences_per_second": len(sources) / seconds if seconds else 0.0,
-            "target_tokens_per_second": out_tokens / seconds if seconds else 0.0,
-            **score_corpus(hyps, refs),
-        }
+        raise NmtError("give model_dir=RUN_DIR (to translate a split) or hyp=FILE refs=[FILE,...] (to score)")
     write_json(results, out)
     print(format_table(results))
     print(f"scores written to {out}")

@@ -1,5 +1,6 @@
-"""Data files that ship inside other installed packages (the Bible, the recipes' data sets), found without
-importing those packages — importing them would pull in their own heavy dependencies."""
+"""Data files that ship inside installed packages: this one's Hydra configs (``CONF_DIR``), and those of other
+packages (the Bible, the recipes' data sets), found without importing those packages — importing them would
+pull in their own heavy dependencies."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import importlib.util
 from pathlib import Path
 
 from nmt.errors import NmtError
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # the YAML presets; a clone's top-level conf/ links here
 
 
 def package_file(package: str, relative: str, what: str, instead: str) -> Path:

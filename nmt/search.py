@@ -33,7 +33,7 @@ The searches do not change the model's train/eval mode: call ``model.eval()`` fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,8 +41,7 @@ import torch
 from torch import Tensor
 
 from nmt.config import LengthNorm, SearchConfig
-from nmt.errors import NmtError
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = float("-inf")
 
@@ -85,23 +84,10 @@ def search(
 
     Returns per sentence the ``cfg.nbest`` best hypotheses, best first (greedy search when ``beam_size`` is 1).
     """
-    check_config(cfg)
     with torch.inference_mode():
         if cfg.beam_size == 1:
             return greedy_search(model, src, src_lengths, cfg)
         return beam_search(model, src, src_lengths, cfg)
-
-
-def check_config(cfg: SearchConfig) -> None:
-    """Raise NmtError for search settings that cannot work."""
-    if cfg.beam_size < 1:
-        raise NmtError(f"search.beam_size={cfg.beam_size}: must be at least 1")
-    if not 1 <= cfg.nbest <= cfg.beam_size:
-        raise NmtError(f"search.nbest={cfg.nbest}: must be between 1 and search.beam_size={cfg.beam_size}")
-    if cfg.min_len < 0 or cfg.no_repeat_ngram < 0:
-        raise NmtError(
-            f"search.min_len={cfg.min_len}, search.no_repeat_ngram={cfg.no_repeat_ngram}: must not be negative"
-        )
 
 
 def max_output_lengths(src_lengths: Tensor, cfg: SearchConfig) -> Tensor:
@@ -130,7 +116,6 @@ def greedy_search(
     ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``; one hypothesis per sentence. Gives exactly what
     :func:`beam_search` gives with ``beam_size=1``.
     """
-    check_config(replace(cfg, beam_size=1, nbest=1))
     device = src.device
     n = src.size(0)
     enc = model.encode(src, src_lengths)
@@ -183,7 +168,6 @@ def beam_search(
     ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``; per sentence up to ``cfg.nbest`` distinct
     hypotheses, best score first.
     """
-    check_config(cfg)
     beam, nbest = cfg.beam_size, cfg.nbest
     device = src.device
     n = src.size(0)

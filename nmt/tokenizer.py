@@ -1,7 +1,7 @@
 """Subword tokenization with sentencepiece: one joint model for both languages, or one per side.
 
-The special ids are fixed for the whole toolkit (the model's embedding padding index is ``PAD_ID``), and a
-tokenizer saved in a model directory is all a translator needs to go from text to ids and back.
+Every model trained here puts the toolkit's fixed special ids (:mod:`nmt.vocab`) first, and a tokenizer
+saved in a model directory is all a translator needs to go from text to ids and back.
 
 A joint model can be *trimmed* per side (``trim_vocab``): each side keeps the pieces its own training text
 uses (and every single character), so a French target does not carry an output row for every English-only
@@ -12,6 +12,8 @@ space the model sees.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import itertools
 import json
@@ -28,15 +30,15 @@ from sentencepiece import sentencepiece_model_pb2
 
 from nmt.config import TokenizerConfig
 from nmt.errors import NmtError
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-SPECIAL_IDS = frozenset((PAD_ID, UNK_ID, BOS_ID, EOS_ID))
 _DROPPED_ON_DECODE = frozenset((PAD_ID, BOS_ID, EOS_ID))  # UNK stays visible as sentencepiece's "⁇"
 
 JOINT_PREFIX, SRC_PREFIX, TGT_PREFIX = "spm", "spm.src", "spm.tgt"
 JOINT_FILE, SRC_FILE, TGT_FILE = (p + ".model" for p in (JOINT_PREFIX, SRC_PREFIX, TGT_PREFIX))
 CONFIG_FILE = "tokenizer.json"  # the TokenizerConfig the files were trained with
 _STAGING_PREFIX = ".tmp-tokenizer-"
+_ENCODE_BLOCK = 10_000  # sentences encoded at a time while trimming
 
 
 def _non_empty(texts: Iterable[str]) -> Iterator[str]:
@@ -45,19 +47,15 @@ def _non_empty(texts: Iterable[str]) -> Iterator[str]:
 
 
 def train_sentencepiece(
-    texts: Iterable[str],
-    model_prefix: Path,
-    vocab_size: int,
-    model_type: str = "unigram",
-    character_coverage: float = 1.0,
-    input_sentence_size: int = 2_000_000,
+    texts: Iterable[str], model_prefix: Path, cfg: TokenizerConfig
 ) -> spm.SentencePieceProcessor:
     """Train a sentencepiece model from an iterable of sentences; writes ``{model_prefix}.model/.vocab``.
 
-    Ids are fixed: pad=0, unk=1, bos=2, eos=3. ``vocab_size`` is an upper bound (``hard_vocab_limit=False``),
-    so a tiny corpus gives a smaller vocabulary instead of an error. At most ``input_sentence_size``
-    sentences (a uniform sample) are used; the iterable is still read to its end, so callers with huge
-    corpora should pass a subsample.
+    ``cfg`` gives the model type, vocabulary size, character coverage and sample size (``joint`` and
+    ``trim_vocab`` are :meth:`Tokenizer.train`'s business). The special ids are :mod:`nmt.vocab`'s.
+    ``cfg.vocab_size`` is an upper bound (``hard_vocab_limit=False``), so a tiny corpus gives a smaller
+    vocabulary instead of an error. At most ``cfg.input_sentence_size`` sentences (a uniform sample) are used;
+    the iterable is still read to its end, so callers with huge corpora should pass a subsample.
     """
     model_prefix = Path(model_prefix)
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +63,10 @@ def train_sentencepiece(
         spm.SentencePieceTrainer.train(
             sentence_iterator=_non_empty(texts),
             model_prefix=str(model_prefix),
-            vocab_size=vocab_size,
-            model_type=str(model_type),
-            character_coverage=character_coverage,
-            input_sentence_size=input_sentence_size,
+            vocab_size=cfg.vocab_size,
+            model_type=str(cfg.model_type),
+            character_coverage=cfg.character_coverage,
+            input_sentence_size=cfg.input_sentence_size,
             shuffle_input_sentence=True,
             hard_vocab_limit=False,
             pad_id=PAD_ID,
@@ -87,11 +85,28 @@ def train_sentencepiece(
             ) from exc
         if "smaller than required_chars" in msg:
             raise NmtError(
-                f"{model_prefix}: tokenizer.vocab_size={vocab_size} is below the number of distinct characters "
+                f"{model_prefix}: tokenizer.vocab_size={cfg.vocab_size} is below the number of distinct characters "
                 f"in the corpus; raise tokenizer.vocab_size or lower tokenizer.character_coverage ({msg})"
             ) from exc
         raise NmtError(f"{model_prefix}: sentencepiece training failed: {msg}") from exc
+    finally:
+        _return_freed_memory()
     return open_sentencepiece(model_prefix.with_name(model_prefix.name + ".model"))
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap sentencepiece freed back to the system (glibc only; elsewhere nothing to do).
+
+    Training on a large sample allocates gigabytes (a suffix array over every character) and frees them, but
+    glibc keeps freed pages in the process: without this, the rest of the preparation, and the training that
+    ``nmt train`` goes on to, would carry most of a gigabyte it no longer uses.
+    """
+    libc = ctypes.util.find_library("c")
+    if libc is None:
+        return
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def open_sentencepiece(path: Path) -> spm.SentencePieceProcessor:
@@ -159,11 +174,35 @@ def write_trimmed_model(joint_model: Path, keep: set[int], out: Path) -> None:
     out.write_bytes(proto.SerializeToString())
 
 
-def _side_pieces(sp: spm.SentencePieceProcessor, texts: list[str]) -> set[int]:
-    """The pieces segmenting ``texts``, plus every single character: the fallback that spells any word of
-    known characters (without it an unseen word would collapse to one unk)."""
-    used = {i for seq in sp.encode(texts, out_type=int) for i in seq}
+def _side_pieces(sp: spm.SentencePieceProcessor, text_file: Path) -> set[int]:
+    """The pieces segmenting the lines of ``text_file``, plus every single character: the fallback that spells
+    any word of known characters (without it an unseen word would collapse to one unk)."""
+    used: set[int] = set()
+    lines = _file_lines(text_file)
+    while block := list(itertools.islice(lines, _ENCODE_BLOCK)):
+        used.update(i for seq in sp.encode(block, out_type=int) for i in seq)
     return used | {i for i in range(sp.get_piece_size()) if len(sp.id_to_piece(i)) == 1}
+
+
+def _fresh_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir``, created, without the staging directories of an earlier training that was killed."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(f"{_STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return out_dir
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            yield line.rstrip("\n")
+
+
+def _write_lines(texts: Iterable[str], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for text in _non_empty(texts):
+            out.write(text + "\n")
 
 
 class Tokenizer:
@@ -182,35 +221,42 @@ class Tokenizer:
     def train(
         cls, src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path
     ) -> Tokenizer:
-        """Train on the given (training-split) sentences and save the model(s) plus ``tokenizer.json`` in out_dir."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        kwargs = dict(
-            vocab_size=cfg.vocab_size,
-            model_type=str(cfg.model_type),
-            character_coverage=cfg.character_coverage,
-            input_sentence_size=cfg.input_sentence_size,
-        )
+        """Train on the given (training-split) sentences and save the model(s) plus ``tokenizer.json`` in out_dir.
+
+        The sentences are written to text files first (see :meth:`train_files`): pass a bounded sample of a
+        large corpus, as sentencepiece reads everything it is given.
+        """
+        out_dir = _fresh_out_dir(out_dir)
+        with tempfile.TemporaryDirectory(prefix=_STAGING_PREFIX, dir=out_dir) as tmp:
+            src_file, tgt_file = Path(tmp) / "src.txt", Path(tmp) / "tgt.txt"
+            _write_lines(src_texts, src_file)
+            _write_lines(tgt_texts, tgt_file)
+            return cls._train_files(src_file, tgt_file, cfg, out_dir)
+
+    @classmethod
+    def train_files(cls, src_file: Path, tgt_file: Path, cfg: TokenizerConfig, out_dir: Path) -> Tokenizer:
+        """Train on the sentences of two text files (one per line, e.g. :func:`nmt.data.sample.write_sample`'s)
+        and save the model(s) plus ``tokenizer.json`` in out_dir. The files are streamed, never held in memory."""
+        return cls._train_files(Path(src_file), Path(tgt_file), cfg, _fresh_out_dir(out_dir))
+
+    @classmethod
+    def _train_files(cls, src_file: Path, tgt_file: Path, cfg: TokenizerConfig, out_dir: Path) -> Tokenizer:
         # Train in a staging directory and move the files in, models last: a process killed meanwhile leaves no
         # half-written model that a resumed run would take for a trained tokenizer.
-        for stale in out_dir.glob(f"{_STAGING_PREFIX}*"):
-            shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=_STAGING_PREFIX, dir=out_dir) as tmp:
             staging = Path(tmp)
+            both = itertools.chain(_file_lines(src_file), _file_lines(tgt_file))
             if cfg.joint and cfg.trim_vocab:
-                src_texts, tgt_texts = list(src_texts), list(tgt_texts)  # read twice: training, then trimming
-                sp = train_sentencepiece(
-                    itertools.chain(src_texts, tgt_texts), staging / JOINT_PREFIX, **kwargs
-                )
-                for texts, name in ((src_texts, SRC_FILE), (tgt_texts, TGT_FILE)):
-                    write_trimmed_model(staging / JOINT_FILE, _side_pieces(sp, texts), staging / name)
+                sp = train_sentencepiece(both, staging / JOINT_PREFIX, cfg)
+                for text_file, name in ((src_file, SRC_FILE), (tgt_file, TGT_FILE)):
+                    write_trimmed_model(staging / JOINT_FILE, _side_pieces(sp, text_file), staging / name)
                 for suffix in (".model", ".vocab"):  # load() must find the trimmed pair, not the joint model
                     (staging / (JOINT_PREFIX + suffix)).unlink()
             elif cfg.joint:
-                train_sentencepiece(itertools.chain(src_texts, tgt_texts), staging / JOINT_PREFIX, **kwargs)
+                train_sentencepiece(both, staging / JOINT_PREFIX, cfg)
             else:
-                train_sentencepiece(src_texts, staging / SRC_PREFIX, **kwargs)
-                train_sentencepiece(tgt_texts, staging / TGT_PREFIX, **kwargs)
+                train_sentencepiece(_file_lines(src_file), staging / SRC_PREFIX, cfg)
+                train_sentencepiece(_file_lines(tgt_file), staging / TGT_PREFIX, cfg)
             (staging / CONFIG_FILE).write_text(
                 json.dumps(_config_dict(cfg), indent=2) + "\n", encoding="utf-8"
             )

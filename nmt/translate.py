@@ -2,55 +2,42 @@
 
 ``Translator.from_dir(model_dir).translate(lines)`` keeps the input's line count and order exactly: an empty or
 whitespace-only line gives an empty line, and a line longer than ``search.max_src_len`` subword tokens is cut,
-with a warning naming the line, never dropped.
+with a warning naming the line, never dropped. A line is normalised exactly as the model's training text was
+(:func:`nmt.text_norm.normalise` with the model directory's ``data.clean``) before it is tokenized.
+
+:func:`translate_file` streams: it reads, translates and writes ``chunk_lines`` lines at a time, so memory stays
+bounded by a chunk whatever the input's length, and a pipe sees each chunk as soon as it is translated.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import itertools
+import os
 import sys
-import unicodedata
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
 
 import torch
 
-from nmt.checkpoint import load_checkpoint
-from nmt.config import Config, EvaluateConfig, Quantize, SearchConfig, TranslateConfig, load_config
-from nmt.data.batching import eval_batches
+from nmt import text_norm
+from nmt.attention_dump import MAGIC, encode_chunk
+from nmt.checkpoint import average_state_dicts, kept_checkpoints, load_checkpoint, resolve_checkpoint
+from nmt.config import Config, Quantize, SearchConfig, TranslateConfig, WeightsChoice
+from nmt.decode import decode_ids
 from nmt.device import resolve_device
 from nmt.errors import NmtError
+from nmt.hub import resolve_model_dir
+from nmt.lines import STDIN, OnInvalid, read_lines
 from nmt.model import build_model
 from nmt.model.ensemble import Ensemble
-from nmt.search import Hypothesis, search
+from nmt.model_dir import read_model_config
+from nmt.search import Hypothesis
 from nmt.tokenizer import Tokenizer
-
-CHECKPOINT_DIR = "checkpoints"
-
-
-@torch.inference_mode()
-def decode_ids(
-    model: torch.nn.Module,
-    src_ids: Sequence[Sequence[int]],
-    cfg: SearchConfig,
-    device: torch.device,
-    on_batch: Callable[[int], None] | None = None,
-) -> list[list[Hypothesis]]:
-    """Search every source sentence (subword ids, no specials); n-best lists in input order.
-
-    Batches hold at most ``cfg.batch_tokens`` source tokens and are sorted by length, so padding stays small.
-    ``on_batch(n)`` is called after each batch of ``n`` sentences (progress bars).
-    """
-    results: list[list[Hypothesis]] = [[] for _ in src_ids]
-    for batch in eval_batches(src_ids, None, cfg.batch_tokens):
-        batch = batch.to(device)
-        for index, nbest in zip(batch.indices.tolist(), search(model, batch.src, batch.src_lengths, cfg)):
-            results[index] = nbest
-        if on_batch is not None:
-            on_batch(len(batch.indices))
-    return results
 
 
 @dataclass
@@ -67,68 +54,29 @@ class Translation:
         return self.hypotheses[0] if self.hypotheses else ""
 
 
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def normalize_line(line: str) -> str:
-    """NFC, newline characters of any kind (``\\r``, ``\\x0b``, ``\\x1c``, ``\\x85``, ``\\u2028``, ...) turned into
-    spaces, whitespace collapsed: one line stays one line. Lone surrogates (a ``surrogateescape`` decode of bad
-    bytes) become U+FFFD, which the tokenizer can take."""
-    return " ".join(unicodedata.normalize("NFC", _SURROGATES.sub("\ufffd", line)).split())
-
-
-def resolve_checkpoint(model_dir: Path, checkpoint: str) -> Path:
-    """``best`` / ``last`` / a file name inside ``model_dir/checkpoints`` / a path; ``best`` falls back to
-    ``last`` for a run that never validated."""
-    candidates = [
-        model_dir / CHECKPOINT_DIR / f"{checkpoint}.pt",
-        model_dir / CHECKPOINT_DIR / checkpoint,
-        Path(checkpoint),
-    ]
-    if checkpoint == "best":
-        candidates.append(model_dir / CHECKPOINT_DIR / "last.pt")
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise NmtError(
-        f"{model_dir}: no checkpoint {checkpoint!r} in {model_dir / CHECKPOINT_DIR} (train a model first)"
-    )
-
-
-def average_state_dicts(paths: Sequence[Path], device: torch.device) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the model weights in several checkpoints of one run."""
-    total: dict[str, torch.Tensor] = {}
-    for path in paths:
-        weights = load_checkpoint(path, map_location=device)["model"]
-        for name, tensor in weights.items():
-            total[name] = total[name] + tensor.float() if name in total else tensor.float().clone()
-    return {name: tensor / len(paths) for name, tensor in total.items()}
-
-
-def kept_checkpoints(model_dir: Path, k: int, option: str) -> list[Path]:
-    """The last ``k`` validated checkpoints a run kept (``train.keep_checkpoints``), oldest first."""
-    kept = sorted((model_dir / CHECKPOINT_DIR).glob("step_*.pt"))[-k:]
-    if not kept:
-        raise NmtError(f"{model_dir}: {option}={k}, but no step checkpoints are kept there")
-    return kept
-
-
 def load_model_dir(
-    model_dir: str | Path, checkpoint: str = "best", average: int = 0
+    model_dir: str | Path, weights: WeightsChoice | None = None
 ) -> tuple[Config, Tokenizer, torch.nn.Module]:
-    """Config, tokenizer and model (weights loaded, on the CPU) of a model directory."""
-    model_dir = Path(model_dir)
+    """Config, tokenizer and model (weights loaded, on the CPU) of a model directory.
+
+    Of ``weights`` (default: ``WeightsChoice()``), ``checkpoint`` names the file and ``average=K`` averages the
+    last K kept step checkpoints instead; ensembling is :meth:`Translator.from_dir`'s.
+    """
+    weights = weights or WeightsChoice()
+    model_dir = resolve_model_dir(model_dir)
     if not model_dir.is_dir():
         raise NmtError(f"model_dir={model_dir}: not a directory (point it at a training run directory)")
-    config = load_config(model_dir / "config.yaml", Config)
+    config = read_model_config(model_dir)
     tokenizer = Tokenizer.load(model_dir)
     model = build_model(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    if average > 0:
-        weights = average_state_dicts(kept_checkpoints(model_dir, average, "average"), torch.device("cpu"))
+    if weights.average > 0:
+        paths = kept_checkpoints(model_dir, weights.average, "average")
+        state = average_state_dicts(paths, torch.device("cpu"))
     else:
-        weights = load_checkpoint(resolve_checkpoint(model_dir, checkpoint), map_location="cpu")["model"]
+        path = resolve_checkpoint(model_dir, weights.checkpoint)
+        state = load_checkpoint(path, map_location="cpu")["model"]
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise NmtError(f"{model_dir}: checkpoint does not match config.yaml's model: {exc}") from exc
     return config, tokenizer, model
@@ -149,31 +97,30 @@ class Translator:
     def from_dir(
         cls,
         model_dir: str | Path,
-        checkpoint: str = "best",
+        weights: WeightsChoice | None = None,
         device: str = "auto",
         quantize: Quantize | str = Quantize.none,
-        average: int = 0,
-        ensemble: Sequence[str | Path] = (),
-        ensemble_last: int = 0,
     ) -> Translator:
-        """Load ``model_dir`` (config.yaml, sentencepiece model(s), checkpoints/).
+        """Load ``model_dir`` (config.yaml, sentencepiece model(s), checkpoints/) with ``weights`` (default:
+        ``WeightsChoice()``, the ``best`` checkpoint).
 
-        ``average=K`` averages the weights of the last K validated checkpoints instead of loading one;
-        ``ensemble_last=K`` keeps those K checkpoints as separate models and ensembles them; ``ensemble`` names
-        more model directories with the same tokenizer. An ensemble averages its members' next-token
-        distributions at every step. ``quantize="int8"`` applies dynamic int8 quantization to the RNN and
-        linear layers (CPU only).
+        ``weights.average=K`` averages the weights of the last K validated checkpoints instead of loading one;
+        ``weights.ensemble_last=K`` keeps those K checkpoints as separate models and ensembles them;
+        ``weights.ensemble`` names more model directories with the same tokenizer. An ensemble averages its
+        members' next-token distributions at every step. ``quantize="int8"`` applies dynamic int8 quantization
+        to the RNN and linear layers (CPU only).
         """
-        if ensemble_last > 0:
-            paths = kept_checkpoints(Path(model_dir), ensemble_last, "ensemble_last")
-            loaded = [load_model_dir(model_dir, str(path)) for path in paths]
+        weights = weights or WeightsChoice()
+        if weights.ensemble_last > 0:
+            paths = kept_checkpoints(Path(model_dir), weights.ensemble_last, "ensemble_last")
+            loaded = [load_model_dir(model_dir, WeightsChoice(checkpoint=str(path))) for path in paths]
             config, tokenizer, _ = loaded[0]
             members = [member for _, _, member in loaded]
         else:
-            config, tokenizer, model = load_model_dir(model_dir, checkpoint, average)
+            config, tokenizer, model = load_model_dir(model_dir, weights)
             members = [model]
-        for other in ensemble:
-            _, other_tokenizer, member = load_model_dir(other, checkpoint, average)
+        for other in weights.ensemble:
+            _, other_tokenizer, member = load_model_dir(other, weights)
             if other_tokenizer.fingerprint() != tokenizer.fingerprint():
                 raise NmtError(
                     f"ensemble: {other} has another tokenizer than {model_dir}; members must share one"
@@ -188,45 +135,44 @@ class Translator:
         return cls(model.to(torch_device), tokenizer, config, torch_device)
 
     @classmethod
-    def from_config(cls, cfg: TranslateConfig | EvaluateConfig) -> Translator:
-        """:meth:`from_dir` with the model directory, weights, device and quantization a script config names."""
-        assert cfg.model_dir is not None
-        return cls.from_dir(
-            cfg.model_dir,
-            cfg.checkpoint,
-            cfg.device,
-            cfg.quantize,
-            cfg.average,
-            cfg.ensemble,
-            cfg.ensemble_last,
-        )
+    def from_config(cls, cfg: WeightsChoice) -> Translator:
+        """:meth:`from_dir` as a script config says: any config that inherits :class:`WeightsChoice` and has
+        ``model_dir``, ``device`` and ``quantize`` (``TranslateConfig``, ``EvaluateConfig``, ...)."""
+        model_dir = cfg.model_dir  # type: ignore[attr-defined]
+        if model_dir is None:
+            raise NmtError("give model_dir=RUN_DIR (the directory a training run wrote)")
+        return cls.from_dir(model_dir, cfg, cfg.device, cfg.quantize)  # type: ignore[attr-defined]
+
+    def normalise(self, line: str) -> str:
+        """``line`` as the model's training data was cleaned (:func:`nmt.text_norm.normalise` with the model
+        directory's ``data.clean``): what the tokenizer gets."""
+        return text_norm.normalise(line, self.config.data.clean.nfc)
 
     def translate(
         self,
         lines: Sequence[str],
         cfg: SearchConfig | None = None,
-        progress: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+        first_line: int = 1,
     ) -> list[Translation]:
-        """Translate ``lines``; the result has exactly one :class:`Translation` per line, in order."""
+        """Translate ``lines``; the result has exactly one :class:`Translation` per line, in order.
+
+        ``on_batch(n)`` is called after each decoding batch of ``n`` non-empty lines (progress bars);
+        ``first_line`` is the number of ``lines[0]`` in its file, for the warning about a line that is cut.
+        """
         cfg = cfg or SearchConfig()
-        cleaned = [normalize_line(line) for line in lines]
+        cleaned = [self.normalise(line) for line in lines]
         todo = [i for i, text in enumerate(cleaned) if text]
         src_ids = self.tokenizer.encode_src([cleaned[i] for i in todo])
         for position, ids in enumerate(src_ids):
             if len(ids) > cfg.max_src_len:
                 warnings.warn(
-                    f"line {todo[position] + 1}: {len(ids)} subword tokens, cut to search.max_src_len={cfg.max_src_len}",
+                    f"line {first_line + todo[position]}: {len(ids)} subword tokens, cut to "
+                    f"search.max_src_len={cfg.max_src_len}",
                     stacklevel=2,
                 )
                 src_ids[position] = ids[: cfg.max_src_len]
-        bar = None
-        if progress and todo:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(todo), unit="sent", file=sys.stderr, dynamic_ncols=True)
-        nbests = decode_ids(self.model, src_ids, cfg, self.device, on_batch=bar.update if bar else None)
-        if bar is not None:
-            bar.close()
+        nbests = decode_ids(self.model, src_ids, cfg, self.device, on_batch=on_batch)
         results = [Translation(source=line, src_pieces=[], nbest=[], hypotheses=[]) for line in lines]
         for position, index in enumerate(todo):
             nbest = nbests[position]
@@ -234,8 +180,8 @@ class Translator:
                 source=lines[index],
                 src_pieces=self.tokenizer.src_pieces(src_ids[position]),
                 nbest=nbest,
-                # normalized, so that no tokenizer (e.g. one with byte pieces) can put a line break in the output
-                hypotheses=[normalize_line(self.tokenizer.decode_tgt(h.tokens)) for h in nbest],
+                # normalised too, so that no tokenizer (e.g. one with byte pieces) can put a line break in the output
+                hypotheses=[self.normalise(self.tokenizer.decode_tgt(h.tokens)) for h in nbest],
             )
         return results
 
@@ -252,42 +198,13 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model, layers, dtype=torch.qint8)
 
 
-def read_lines(path: str) -> list[str]:
-    """Read ``path`` (``-``: stdin) as lines split on ``\\n`` only, so the count matches ``wc -l`` (plus a last
-    line without newline). A BOM and ``\\r`` line ends are removed; invalid UTF-8 is replaced (U+FFFD) and
-    reported by line number on stderr."""
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise NmtError(f"{path}: cannot read input: {exc.strerror}") from exc
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    raw = data.split(b"\n")
-    if raw and raw[-1] == b"":
-        raw.pop()
-    lines, bad = [], []
-    for number, chunk in enumerate(raw, start=1):
-        chunk = chunk.removesuffix(b"\r")
-        try:
-            lines.append(chunk.decode("utf-8"))
-        except UnicodeDecodeError:
-            lines.append(chunk.decode("utf-8", errors="replace"))
-            bad.append(number)
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        print(
-            f"warning: {path}: invalid UTF-8 replaced by U+FFFD on {len(bad)} line(s): {shown}",
-            file=sys.stderr,
-        )
-    return lines
-
-
-def format_output(results: Sequence[Translation], nbest: int) -> str:
-    """One line per input line; with ``nbest > 1``, ``index ||| hypothesis ||| score`` lines (Moses style)."""
+def format_output(results: Sequence[Translation], nbest: int, first_index: int = 0) -> str:
+    """One line per input line; with ``nbest > 1``, ``index ||| hypothesis ||| score`` lines (Moses style), the
+    index counted from 0 over the whole input: ``results[0]`` is input line ``first_index``."""
     if nbest <= 1:
         return "".join(r.text + "\n" for r in results)
     out = []
-    for index, result in enumerate(results):
+    for index, result in enumerate(results, first_index):
         if not result.nbest:
             out.append(f"{index} ||| ||| 0.0000\n")
         for text, hyp in zip(result.hypotheses, result.nbest):
@@ -295,16 +212,60 @@ def format_output(results: Sequence[Translation], nbest: int) -> str:
     return "".join(out)
 
 
+class AtomicOutput:
+    """A file written in pieces into a temp file in its directory, renamed onto ``path`` at the end: a reader never
+    sees part of it, and on any error nothing is left behind (a file already at ``path`` stays as it was).
+
+    ``with AtomicOutput(path, "output") as out: out.write(...)`` renames when the block ends normally and removes
+    the temp file when it raises. ``what`` names the file in errors (``out.txt: cannot write output: ...``).
+    """
+
+    def __init__(self, path: str | Path, what: str, binary: bool = False) -> None:
+        self.path = Path(path)
+        self.what = what
+        self.temp = self.path.with_name(f".tmp-{self.path.name}")
+        encoding = None if binary else "utf-8"
+        try:
+            self.handle: IO[Any] = open(self.temp, "wb" if binary else "w", encoding=encoding)  # noqa: SIM115 -- __exit__ closes it
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def write(self, data: str | bytes) -> None:
+        try:
+            self.handle.write(data)
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def __enter__(self) -> AtomicOutput:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
+        try:
+            self.handle.close()
+            self.temp.replace(self.path)
+        except OSError as error:
+            self._discard()
+            raise self._error(error) from error
+
+    def _discard(self) -> None:
+        with contextlib.suppress(OSError):  # the error that got us here is the one to report
+            self.handle.close()
+        self.temp.unlink(missing_ok=True)
+
+    def _error(self, exc: OSError) -> NmtError:
+        return NmtError(f"{self.path}: cannot write {self.what}: {exc.strerror or exc}")
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename: the output is all there or not at all."""
-    path = Path(path)
-    temp = path.with_name(f".tmp-{path.name}")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        temp.replace(path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise NmtError(f"{path}: cannot write output: {exc.strerror}") from exc
+    """Write ``text`` to ``path`` through a temp file and a rename (:class:`AtomicOutput`): all there or not at
+    all."""
+    with AtomicOutput(path, "output") as out:
+        out.write(text)
 
 
 def attention_records(results: Sequence[Translation], tokenizer: Tokenizer) -> list[dict]:
@@ -329,19 +290,84 @@ def attention_records(results: Sequence[Translation], tokenizer: Tokenizer) -> l
     return records
 
 
+PIPE_CLOSED_STATUS = 128 + 13  # a shell's status for a process that SIGPIPE (13) ended, as `yes | head` shows
+
+
 def translate_file(cfg: TranslateConfig) -> None:
-    """``scripts/translate.py``: translate ``cfg.input`` into ``cfg.output``; nothing is written on error."""
+    """``scripts/translate.py``: translate ``cfg.input`` into ``cfg.output``, ``cfg.chunk_lines`` lines at a time.
+
+    To a file, the output and the attention dump go through temp files renamed at the end: nothing is written
+    on error. To stdout (``-``), each chunk is written and flushed as soon as it is translated; when the reader
+    goes away (``| head``), translation stops quietly with :data:`PIPE_CLOSED_STATUS`.
+    """
     from nmt.device import set_threads
 
     set_threads(cfg.threads)
     translator = Translator.from_config(cfg)
-    lines = read_lines(cfg.input)
-    results = translator.translate(lines, cfg.search, progress=cfg.progress and cfg.output != "-")
-    text = format_output(results, cfg.search.nbest)
-    if cfg.dump_attention:
-        torch.save(attention_records(results, translator.tokenizer), cfg.dump_attention)
-    if cfg.output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_text_atomic(cfg.output, text)
+    try:
+        _translate_chunks(translator, cfg)
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit, which would fail again: let that go to /dev/null
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(PIPE_CLOSED_STATUS) from None
+
+
+def _translate_chunks(translator: Translator, cfg: TranslateConfig) -> None:
+    from tqdm import tqdm
+
+    with contextlib.ExitStack() as stack:
+        write = (
+            _write_stdout
+            if cfg.output == STDIN
+            else stack.enter_context(AtomicOutput(cfg.output, "output")).write
+        )
+        dump = None
+        if cfg.dump_attention:
+            dump = stack.enter_context(AtomicOutput(cfg.dump_attention, "the attention dump", binary=True))
+            dump.write(MAGIC)
+        show = cfg.progress and cfg.output != STDIN
+        bar = stack.enter_context(
+            tqdm(
+                total=_line_count(cfg.input) if show else None,
+                unit="line",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                disable=not show,
+            )
+        )
+        numbered = read_lines(cfg.input, on_invalid=OnInvalid.replace)
+        for first_line, lines in _chunks(numbered, cfg.chunk_lines):
+            results = translator.translate(lines, cfg.search, on_batch=bar.update, first_line=first_line)
+            if dump is not None:
+                dump.write(encode_chunk(attention_records(results, translator.tokenizer)))
+            write(format_output(results, cfg.search.nbest, first_index=first_line - 1))
+            bar.update(sum(not r.nbest for r in results))  # empty lines: no decoding batch counted them
+
+
+def _chunks(numbered: Iterable[tuple[int, str]], size: int) -> Iterator[tuple[int, list[str]]]:
+    """``(number of the first line, lines)`` for each run of ``size`` consecutive lines, read as they are needed
+    (the last run may be shorter)."""
+    numbered = iter(numbered)
+    while chunk := list(itertools.islice(numbered, size)):
+        yield chunk[0][0], [line for _, line in chunk]
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()  # a pipe's reader gets each chunk now, not when a buffer fills
+
+
+def _line_count(path: str) -> int | None:
+    """The lines :func:`nmt.lines.read_lines` will give for a plain file, by a quick pass over its bytes (the
+    progress bar's total); None for stdin, a ``.gz`` file or a file that cannot be read (the reader says why)."""
+    if path == STDIN or path.endswith(".gz"):
+        return None
+    count, last = 0, b"\n"
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                count += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return None
+    return count + (last != b"\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,42 +198,31 @@ def _heatmap(ax: Axes, src_labels: list[str], tgt_labels: list[str], weights: np
     return image
 
 
-def load_attention_file(path: str | Path) -> list[dict]:
-    """Records written by ``scripts/translate.py dump_attention=FILE`` (loaded with ``weights_only=True``)."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise NmtError(
-            f"{path}: attention file not found (write one with translate ... dump_attention={path})"
-        )
-    try:
-        records = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or damaged files
-        raise NmtError(f"{path}: not an attention dump written by translate: {exc}") from exc
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "attention" in r for r in records):
-        raise NmtError(f"{path}: not an attention dump written by translate (expected a list of records)")
-    return records
-
-
 def visualize(cfg: VisualizeConfig) -> list[Path]:
     """``scripts/visualize.py``: one heatmap per sentence (and a grid), from a model or a dump; returns paths."""
+    records: Iterable[dict]
     if cfg.attention_file:
-        records = load_attention_file(cfg.attention_file)
+        from nmt.attention_dump import read_attention_dump
+
+        records = read_attention_dump(cfg.attention_file)  # read as far as max_sentences needs
     else:
-        from nmt.translate import Translator, attention_records, read_lines
+        from nmt.lines import OnInvalid, read_lines
+        from nmt.translate import Translator, attention_records
 
         if not cfg.model_dir:
             raise NmtError(
                 'give model_dir=RUN_DIR with sentences="[...]" or input=FILE, or attention_file=FILE'
             )
-        sentences = list(cfg.sentences) + (read_lines(cfg.input) if cfg.input else [])
+        lines = read_lines(cfg.input, on_invalid=OnInvalid.replace) if cfg.input else []
+        sentences = list(cfg.sentences) + [line for _, line in lines]
         if not sentences:
             raise NmtError('nothing to plot: give sentences="[...]" or input=FILE')
-        translator = Translator.from_dir(cfg.model_dir, cfg.checkpoint, cfg.device)
+        translator = Translator.from_config(cfg)
         translations = translator.translate(sentences[: cfg.max_sentences], cfg.search)
         records = attention_records(translations, translator.tokenizer)
-    out_dir = Path(cfg.out_dir or (Path(cfg.model_dir) / "attention" if cfg.model_dir else "attention"))
+    from nmt.hub import output_dir
+
+    out_dir = Path(cfg.out_dir or (output_dir(cfg.model_dir, "attention") if cfg.model_dir else "attention"))
     items = []
     for record in records:
         if not record["tgt_tokens"]:

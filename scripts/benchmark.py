@@ -1,14 +1,9 @@
-"""Training and decoding speed, peak memory and MFU on this machine: prints a table and writes JSON."""
+"""Training and decoding speed, peak memory and MFU on this machine: prints a table and writes JSON.
 
-from nmt.benchmark import run_benchmark
-from nmt.cli import hydra_main
-from nmt.config import BenchmarkConfig
+The same as ``nmt benchmark`` (``nmt benchmark --help``: its config groups and defaults).
+"""
 
-
-@hydra_main("benchmark", BenchmarkConfig)
-def main(cfg: BenchmarkConfig) -> None:
-    run_benchmark(cfg)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("benchmark")

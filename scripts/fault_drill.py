@@ -2,17 +2,11 @@
 
 python scripts/fault_drill.py              # 20 kills of the smoke config on a generated toy corpus
 python scripts/fault_drill.py kills=3 work_dir=/tmp/drill
+
+The same as ``nmt fault_drill`` (``nmt fault_drill --help``: its config groups and defaults).
 """
 
-from nmt.cli import hydra_main
-from nmt.config import FaultDrillConfig
-from nmt.fault_drill import fault_drill
-
-
-@hydra_main("fault_drill", FaultDrillConfig)
-def main(cfg: FaultDrillConfig) -> None:
-    fault_drill(cfg)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("fault_drill")

@@ -5,20 +5,11 @@ python scripts/recipe_sentiment.py train=smoke              # well under a minut
 python scripts/recipe_sentiment.py model.bidirectional=true model.cell=lstm
 python scripts/recipe_sentiment.py data.source=imdb         # the book's IMDB (online)
 python scripts/recipe_sentiment.py predict "a wonderful film" "dull and lifeless"   # uses the saved model
+
+The same as ``nmt recipe sentiment`` (``nmt recipe sentiment --help``: its config groups and defaults).
 """
 
-import sys
-
-from nmt.cli import CONF_DIR, hydra_main
-from nmt.recipes.config import SentimentConfig
-from nmt.recipes.sentiment import predict_argv, run_sentiment
-
-
-@hydra_main("config", SentimentConfig, config_dir=CONF_DIR / "recipe" / "sentiment")
-def main(cfg: SentimentConfig) -> None:
-    run_sentiment(cfg)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    sys.argv = predict_argv(sys.argv)
-    main()
+    run_command("recipe sentiment")

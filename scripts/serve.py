@@ -1,14 +1,9 @@
-"""Serve a trained model directory: REST API (POST /translate, GET /health, GET /info) and a page at /."""
+"""Serve a trained model directory: REST API (POST /translate, GET /health, GET /info) and a page at /.
 
-from nmt.cli import hydra_main
-from nmt.config import ServeConfig
-from nmt.serve.server import serve
+The same as ``nmt serve`` (``nmt serve --help``: its config groups and defaults).
+"""
 
-
-@hydra_main("serve", ServeConfig)
-def main(cfg: ServeConfig) -> None:
-    serve(cfg)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("serve")

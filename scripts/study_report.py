@@ -1,14 +1,9 @@
-"""Tabulate a Hydra multirun study: ``study.csv`` and a BLEU-against-time plot (and ``decoding.csv``)."""
+"""Tabulate a Hydra multirun study: ``study.csv`` and a BLEU-against-time plot (and ``decoding.csv``).
 
-from nmt.cli import hydra_main
-from nmt.config import StudyReportConfig
-from nmt.study import report
+The same as ``nmt study_report`` (``nmt study_report --help``: its config groups and defaults).
+"""
 
-
-@hydra_main("study_report", StudyReportConfig)
-def main(cfg: StudyReportConfig) -> None:
-    report(cfg.sweep_dir, cfg.decode_dir, cfg.top)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("study_report")

@@ -1,14 +1,9 @@
-"""Train a model into ``run_dir`` (the model directory): ``python scripts/train.py [overrides]``."""
+"""Train a model into ``run_dir`` (the model directory): ``python scripts/train.py [overrides]``.
 
-from nmt.cli import hydra_main
-from nmt.config import Config
-from nmt.train.trainer import train
+The same as ``nmt train`` (``nmt train --help``: its config groups and defaults).
+"""
 
-
-@hydra_main("config", Config)
-def main(cfg: Config) -> None:
-    train(cfg)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("train")

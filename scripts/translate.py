@@ -1,14 +1,9 @@
-"""Translate a text file (or stdin) with a trained model directory: one output line per input line."""
+"""Translate a text file (or stdin) with a trained model directory: one output line per input line.
 
-from nmt.cli import hydra_main
-from nmt.config import TranslateConfig
-from nmt.translate import translate_file
+The same as ``nmt translate`` (``nmt translate --help``: its config groups and defaults).
+"""
 
-
-@hydra_main("translate", TranslateConfig)
-def main(cfg: TranslateConfig) -> None:
-    translate_file(cfg)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("translate")

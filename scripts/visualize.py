@@ -1,14 +1,9 @@
-"""Attention heatmaps (PNG/SVG) from a model directory and sentences, or from a dumped attention file."""
+"""Attention heatmaps (PNG/SVG) from a model directory and sentences, or from a dumped attention file.
 
-from nmt.cli import hydra_main
-from nmt.config import VisualizeConfig
-from nmt.visualize import visualize
+The same as ``nmt visualize`` (``nmt visualize --help``: its config groups and defaults).
+"""
 
-
-@hydra_main("visualize", VisualizeConfig)
-def main(cfg: VisualizeConfig) -> None:
-    visualize(cfg)
-
+from nmt.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("visualize")

@@ -38,3 +38,11 @@ def unreachable_hub(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need the session's trained model are slow: training it takes most of a minute. The fast tier
+    (``pytest -m "not slow"``) then runs without training anything."""
+    for item in items:
+        if "digit_model_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

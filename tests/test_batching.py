@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nmt.data.batching import TokenBucketSampler, collate, eval_batches, example_costs, pack
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 MAX_TOKENS = 400
 

@@ -1,14 +1,20 @@
 import json
+import statistics
+import time
 
+import pytest
 from corpus import digit_config
 
-from nmt.benchmark import format_benchmark, gemm_flops_per_second, run_benchmark
 from nmt.config import BenchmarkConfig
+from nmt.tools.benchmark import format_benchmark, gemm_flops_per_second, run_benchmark
+
+pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs: minutes, not seconds
 
 
-def test_gemm_rate_is_plausible():
-    rate = gemm_flops_per_second(128, repeats=2)
-    assert 1e7 < rate < 1e14
+def test_gemm_rate_is_2n_cubed_over_the_fastest_repeat(monkeypatch):
+    readings = iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.4])  # repeats of 0.5 s, 0.25 s and 0.4 s
+    monkeypatch.setattr(time, "perf_counter", lambda: next(readings))
+    assert gemm_flops_per_second(64, repeats=3) == 2 * 64**3 / 0.25
 
 
 def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
@@ -25,8 +31,15 @@ def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
     )
     results = run_benchmark(cfg)
     saved = json.loads((tmp_path / "bench.json").read_text())
-    assert saved["train_target_tokens_per_second"] == results["train_target_tokens_per_second"] > 0
-    assert len(saved["train_windows_tokens_per_second"]) == 2
+    assert saved == results  # the JSON holds what was measured
+    assert results["train_target_tokens_per_second"] == statistics.median(
+        results["train_windows_tokens_per_second"]
+    )
+    assert len(results["train_windows_tokens_per_second"]) == 2
+    assert (
+        results["train_mfu"]
+        == results["train_model_flops_per_second"] / results["gemm_fp32_flops_per_second"]
+    )
     assert 0 < results["train_mfu"] < 1
     assert [(r["quantize"], r["beam"]) for r in results["decode"]] == [
         ("none", 1),
@@ -34,8 +47,17 @@ def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
         ("int8", 1),
         ("int8", 3),
     ]
-    assert all(r["sentences"] == 16 and r["sentences_per_second"] > 0 for r in results["decode"])
-    assert "int8" in format_benchmark(results) and "MFU" in format_benchmark(results)
+    for row in results["decode"]:
+        assert row["sentences"] == 16 and row["sentences_per_second"] == 16 / row["seconds"]
+    assert results["decode"][0]["bleu"] > 50  # the trained digit model, scored against the split's references
+    table = format_benchmark(results).splitlines()
+    assert f"MFU {100 * results['train_mfu']:.1f} %" in table[2]
+    assert [line.split()[:2] for line in table[-4:]] == [
+        ["none", "1"],
+        ["none", "3"],
+        ["int8", "1"],
+        ["int8", "3"],
+    ]
     profile = (tmp_path / "bench_profile.txt").read_text()
     assert "aten::mm" in profile and "Self CPU time total" in profile
 

@@ -2,7 +2,11 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,12 +14,19 @@ import torch
 from corpus import digit_config
 
 from nmt.checkpoint import (
+    CHECKPOINT_DIR,
     MAGIC,
     CheckpointError,
+    average_state_dicts,
+    checkpoint_path,
     keep_previous,
+    kept_checkpoints,
     load_checkpoint,
     remove_stale_temps,
+    resolve_checkpoint,
     save_checkpoint,
+    step_checkpoints,
+    step_name,
 )
 from nmt.errors import NmtError
 from nmt.train.trainer import Trainer, train
@@ -108,6 +119,7 @@ def test_translator_refuses_evil_truncated_and_flipped_checkpoints(digit_model_d
     assert Translator.from_dir(model, device="cpu").translate(["one two"])[0].text == "un deux"
 
 
+@pytest.mark.slow
 def test_resume_refuses_an_evil_last_and_falls_back_to_the_previous_state(tmp_path, capsys):
     cfg = digit_config(tmp_path, max_steps=8)  # `last`: steps 4, 8 (validation) and 8 again (end)
     train(cfg)
@@ -135,18 +147,28 @@ def test_foreign_file_and_missing_file(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+def test_failed_write_keeps_previous_checkpoint(tmp_path):
     save_checkpoint({"v": torch.ones(3)}, tmp_path / "a.pt")
 
-    def disk_full(*_args, **_kwargs):
+    def disk_full(_fileno: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(CheckpointError, match=r"a.pt: cannot write checkpoint \(No space left on device\)"):
-        save_checkpoint({"v": torch.zeros(3)}, tmp_path / "a.pt")
-    monkeypatch.undo()
+        save_checkpoint({"v": torch.zeros(3)}, tmp_path / "a.pt", fsync=disk_full)
     assert torch.equal(load_checkpoint(tmp_path / "a.pt")["v"], torch.ones(3))
     assert sorted(os.listdir(tmp_path)) == ["a.pt"]
+
+
+def test_a_failing_directory_sync_is_reported_after_the_rename(tmp_path):
+    def directory_fails(fileno: int) -> None:
+        if stat.S_ISDIR(os.fstat(fileno).st_mode):
+            raise OSError(5, "Input/output error")
+        os.fsync(fileno)
+
+    message = f"a.pt: written, but syncing {tmp_path} failed (Input/output error)"
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        save_checkpoint({"v": torch.ones(3)}, tmp_path / "a.pt", fsync=directory_fails)
+    assert torch.equal(load_checkpoint(tmp_path / "a.pt")["v"], torch.ones(3))  # renamed into place before
 
 
 def test_remove_stale_temps(tmp_path):
@@ -186,3 +208,53 @@ def test_keep_previous_renames_where_hard_links_fail(tmp_path, monkeypatch):
     keep_previous(tmp_path / "last.pt", tmp_path / "last.prev.pt")
     assert os.listdir(tmp_path) == ["last.prev.pt"]
     assert torch.equal(load_checkpoint(tmp_path / "last.prev.pt")["v"], torch.ones(1))
+
+
+# ------------------------------------------------------------------------------ a model directory's layout
+def test_step_files_are_named_and_listed_in_step_order(tmp_path):
+    assert (
+        step_name(400) == "step_00000400"
+        and checkpoint_path(tmp_path, step_name(400)).name == "step_00000400.pt"
+    )
+    for step in (1200, 400, 123_456_789, 30):
+        checkpoint_path(tmp_path, step_name(step)).write_bytes(b"x")
+    (tmp_path / "step_notes.pt").write_bytes(b"x")  # not a step checkpoint
+    (tmp_path / "step_00000500.pt.damaged").write_bytes(b"x")
+    names = [p.name for p in step_checkpoints(tmp_path)]
+    assert names == ["step_00000030.pt", "step_00000400.pt", "step_00001200.pt", "step_123456789.pt"]
+    assert step_checkpoints(tmp_path / "missing") == []
+
+
+def test_resolve_checkpoint_names_files_and_paths(tmp_path):
+    ckpt = tmp_path / CHECKPOINT_DIR
+    ckpt.mkdir()
+    (ckpt / "last.pt").write_bytes(b"x")
+    assert resolve_checkpoint(tmp_path, "best") == ckpt / "last.pt"  # a run that never validated
+    (ckpt / "best.pt").write_bytes(b"x")
+    assert resolve_checkpoint(tmp_path, "best") == ckpt / "best.pt"
+    assert resolve_checkpoint(tmp_path, "last.pt") == ckpt / "last.pt"
+    assert resolve_checkpoint(tmp_path, str(ckpt / "best.pt")) == ckpt / "best.pt"
+    with pytest.raises(
+        NmtError, match=r"no checkpoint 'step_00000001' in .*checkpoints \(train a model first\)"
+    ):
+        resolve_checkpoint(tmp_path, "step_00000001")
+
+
+def test_kept_checkpoints_and_their_average(tmp_path):
+    ckpt = tmp_path / CHECKPOINT_DIR
+    with pytest.raises(NmtError, match="average=2, but no step checkpoints are kept there"):
+        kept_checkpoints(tmp_path, 2, "average")
+    for step, value in ((10, 1.0), (20, 2.0), (30, 6.0)):
+        save_checkpoint({"model": {"w": torch.full((2,), value)}}, checkpoint_path(ckpt, step_name(step)))
+    kept = kept_checkpoints(tmp_path, 2, "average")
+    assert [p.name for p in kept] == ["step_00000020.pt", "step_00000030.pt"]
+    assert torch.equal(average_state_dicts(kept, torch.device("cpu"))["w"], torch.full((2,), 4.0))
+
+
+@pytest.mark.slow
+def test_the_layout_names_import_without_torch():
+    code = "import sys, nmt.checkpoint; print('torch' in sys.modules)"
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert run.stdout.strip() == "False"

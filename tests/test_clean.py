@@ -1,7 +1,7 @@
 import datasets
 
 from nmt.config import CleanConfig
-from nmt.data.clean import REASONS, clean_corpus, normalise
+from nmt.data.clean import REASONS, clean_corpus
 from nmt.data.features import CORPUS_FEATURES
 
 
@@ -27,12 +27,6 @@ TRAIN = [
     ("cafe\u0301 noir", "black coffee"),  # kept, NFC
     ("a b c", "x"),  # ratio exactly 3: kept
 ]
-
-
-def test_normalise_nfc_and_whitespace():
-    assert normalise("  cafe\u0301 \t au\u00a0lait\r\n ") == "café au lait"
-    assert normalise("cafe\u0301", nfc=False) == "cafe\u0301"
-    assert normalise(None) == ""
 
 
 def test_exact_counts_per_reason(tmp_path):

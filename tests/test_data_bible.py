@@ -35,6 +35,7 @@ def test_hash_split_sizes_are_exact(bible):
     assert all(sum(r["dropped"].values()) == 0 for r in report.values())
 
 
+@pytest.mark.slow
 def test_splits_are_disjoint_ordered_and_follow_the_hash(bible):
     corpus, _ = bible
     ids = {name: ds["id"] for name, ds in corpus.items()}
@@ -52,6 +53,7 @@ def test_splits_are_disjoint_ordered_and_follow_the_hash(bible):
     assert len(first["refs"]) == 2  # Ostervald and Darby, the default extra references for a French target
 
 
+@pytest.mark.slow
 def test_default_cleaning_only_filters_train(tmp_path, bible):
     corpus, report = load_corpus(data_config(tmp_path))
     assert report["train"]["kept"] + report["train"]["dropped"]["ratio"] == 30_484
@@ -59,6 +61,7 @@ def test_default_cleaning_only_filters_train(tmp_path, bible):
     assert corpus["dev"]["id"] == bible[0]["dev"]["id"] and corpus["test"]["tgt"] == bible[0]["test"]["tgt"]
 
 
+@pytest.mark.slow
 def test_reference_versions_fill_refs_in_every_split(tmp_path, bible):
     corpus, _ = load_corpus(data_config(tmp_path, "data.bible.ref_versions=[o,5]", "data.clean.max_ratio=0"))
     for name in ("train", "dev", "test"):
@@ -68,6 +71,7 @@ def test_reference_versions_fill_refs_in_every_split(tmp_path, bible):
     assert genesis[0] != genesis[1] and all("commencement" in r for r in genesis)
 
 
+@pytest.mark.slow
 def test_book_split(tmp_path):
     dots = ["data.bible.split=books", "data.bible.dev_books=[65]", "data.bible.test_books=[66]"]
     corpus, _ = load_corpus(data_config(tmp_path, *dots))

@@ -136,5 +136,47 @@ def test_tied_embeddings_share_the_parameter() -> None:
 
 
 def test_tying_needs_matching_sizes() -> None:
-    with pytest.raises(NmtError, match="emb_size == model.hidden_size"):
-        Decoder(_cfg(tie_embeddings=True, emb_size=4), VOCAB)
+    with pytest.raises(NmtError, match=r"tie_embeddings=true: needs emb_size == hidden_size .*, got 4 and 6"):
+        _cfg(tie_embeddings=True, emb_size=4)
+
+
+TARGET = torch.tensor([[1, 4, 9, 16, 5], [1, 7, 7, 2, 0], [1, 12, 3, 8, 6]])
+STEP_ORDERS = [(DecoderStep.bahdanau, RnnType.gru), (DecoderStep.luong, RnnType.lstm)]
+
+
+@pytest.mark.parametrize(("decoder_step", "rnn_type"), STEP_ORDERS)
+def test_forward_equals_decoding_step_by_step(decoder_step: DecoderStep, rnn_type: RnnType) -> None:
+    cfg = _cfg(decoder_step=decoder_step, rnn_type=rnn_type, dec_layers=2, enc_layers=2)
+    decoder = _decoder(cfg)
+    enc = _enc(cfg, decoder)
+    with torch.no_grad():
+        logits, attention = decoder(TARGET, enc)
+        state = decoder.init_state(enc)
+        for i in range(TARGET.size(1)):
+            pre, state, weights = decoder.step(decoder.embed(TARGET[:, i]), state, enc)
+            assert torch.equal(weights, attention[:, i])
+            torch.testing.assert_close(decoder.logits(pre), logits[:, i], rtol=0, atol=1e-6)
+
+
+# Computed with the decoder before its two step orders became two functions: a saved model must keep its outputs.
+PINNED = {
+    DecoderStep.bahdanau: (
+        [[0.41223276, -0.64349800, 0.07698518], [0.58833539, -0.61903161, 0.21779959]],
+        [0.50385636, 0.49614361, 0.0, 0.0, 0.0],
+    ),
+    DecoderStep.luong: (
+        [[-0.35107386, -0.42843276, 0.19755715], [-0.10976686, -0.47021070, 0.57817632]],
+        [0.50401682, 0.49598321, 0.0, 0.0, 0.0],
+    ),
+}
+
+
+@pytest.mark.parametrize(("decoder_step", "rnn_type"), STEP_ORDERS)
+def test_step_orders_keep_their_pinned_outputs(decoder_step: DecoderStep, rnn_type: RnnType) -> None:
+    cfg = _cfg(decoder_step=decoder_step, rnn_type=rnn_type, dec_layers=2, enc_layers=2)
+    decoder = _decoder(cfg)
+    with torch.no_grad():
+        logits, attention = decoder(TARGET, _enc(cfg, decoder))
+    expected_logits, expected_attention = PINNED[decoder_step]
+    torch.testing.assert_close(logits[:2, -1, :3], torch.tensor(expected_logits), rtol=0, atol=1e-6)
+    torch.testing.assert_close(attention[1, -1], torch.tensor(expected_attention), rtol=0, atol=1e-6)

@@ -7,6 +7,7 @@ is covered by one end-to-end run of scripts/train.py.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -30,6 +31,8 @@ from nmt.errors import NmtError
 from nmt.train import distributed
 from nmt.train import trainer as trainer_module
 from nmt.train.trainer import Trainer, train
+
+pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs: minutes, not seconds
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -125,7 +128,7 @@ def _forbid_writes(rank: int) -> None:
         raise AssertionError(f"rank {rank} tried to write")
 
     trainer_module.save_checkpoint = forbidden
-    trainer_module.save_config = forbidden
+    trainer_module.write_model_config = forbidden
     trainer_module.prepare_data = forbidden
     trainer_module.Monitor = forbidden
 
@@ -365,3 +368,97 @@ def test_torchrun_runs_scripts_train(root, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["processes"] == WORLD and metrics["steps"] == 4
     assert result.stderr.count("effective batch: up to 200 tokens x accumulate 1 x 2 process(es)") == 1
+
+
+# ------------------------------------------------------------------------------------ two nodes, one host
+def _launch_nodes(commands: list[list[str]], logs: list[Path], timeout: float) -> list[int | None]:
+    """Start one launcher per command, each in its own process group, and wait for all of them, ``timeout``
+    seconds at most in all. Once one fails, or at the deadline, every group is killed (launcher and workers),
+    so a rendezvous that never completes cannot hang the suite or leave processes behind."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs: list[subprocess.Popen] = []
+    try:
+        for command, log in zip(commands, logs):
+            with open(log, "wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=REPO,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        start_new_session=True,
+                    )
+                )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            codes = [proc.poll() for proc in procs]
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.2)
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return [proc.returncode for proc in procs]
+
+
+def test_two_torchrun_nodes_equal_one_process_with_the_same_global_batch(root, tmp_path):
+    """``torchrun --nnodes=2 --node-rank=0|1`` twice on this host (static rendezvous on 127.0.0.1, gloo) runs
+    scripts/train.py as a two-node job; one plain process with accumulate=2 sees the same global batches (240
+    tokens: 10 batches per epoch pair up alike) and must end with the same weights and validation losses."""
+    corpus = Path(config(root, "unused").data.text.train).parent  # writes the corpus
+    common = [
+        o for o in digit_cli_overrides(str(corpus), root / "cache") if not o.startswith("train.max_tokens")
+    ]
+    common += ["train.max_tokens=240", "train.max_steps=8", "train.validate_every=3", "model.dropout=0.0"]
+    common += ["train.progress=false", "threads=1", "device=cpu"]
+    port = free_port()
+    launchers = [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            f"--node-rank={node}",
+            "--master-addr=127.0.0.1",
+            f"--master-port={port}",
+            "scripts/train.py",
+            *common,
+            f"run_dir={tmp_path / 'two_nodes'}",
+        ]
+        for node in (0, 1)
+    ]
+    logs = [tmp_path / f"node{node}.log" for node in (0, 1)]
+    started = time.monotonic()
+    codes = _launch_nodes(launchers, logs, timeout=240)
+    print(f"\ntwo torchrun nodes, 8 updates: {time.monotonic() - started:.1f} s")
+    tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in logs)
+    assert codes == [0, 0], (
+        f"exit codes {codes} (-9: killed at the 240 s limit or after the other failed)\n{tails}"
+    )
+
+    single = [
+        sys.executable,
+        "scripts/train.py",
+        *common,
+        "train.accumulate=2",
+        f"run_dir={tmp_path / 'single'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(single, cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    two, one = (
+        json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("two_nodes", "single")
+    )
+    assert two["processes"] == WORLD and one["processes"] == 1 and two["steps"] == one["steps"] == 8
+    assert "effective batch: up to 240 tokens x accumulate 1 x 2 process(es)" in logs[0].read_text()
+    assert [v["step"] for v in two["validations"]] == [v["step"] for v in one["validations"]] == [3, 6, 8]
+    for a, b in zip(two["validations"], one["validations"]):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    diff = max_abs_diff(weights(str(tmp_path / "two_nodes")), weights(str(tmp_path / "single")))
+    print(f"max |param(2 nodes x 1 process) - param(1 process, accumulate 2)| after 8 updates: {diff:.2e}")
+    assert diff <= PARAM_ATOL

@@ -5,7 +5,7 @@ import torch
 
 from nmt.config import RnnType
 from nmt.model.encoder import Encoder
-from nmt.tokenizer import PAD_ID
+from nmt.vocab import PAD_ID
 
 VOCAB, EMB, HID = 20, 6, 5
 

@@ -1,14 +1,14 @@
 """The kill-anywhere drill, short: 3 SIGKILLs (in an update, in a validation, in a checkpoint write)."""
 
-import random
-
 import pytest
 from hydra import compose, initialize_config_dir
 
 from nmt.cli import CONF_DIR
 from nmt.config import FaultDrillConfig, to_object
 from nmt.errors import NmtError
-from nmt.fault_drill import format_report, run_drill, synthetic_pair, write_synthetic_corpus
+from nmt.tools.fault_drill import format_report, run_drill
+
+pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs: minutes, not seconds
 
 
 def drill_config(work_dir, *overrides: str) -> FaultDrillConfig:
@@ -49,18 +49,3 @@ def test_drill_refuses_a_clock_budget_and_a_foreign_work_dir(tmp_path):
     with pytest.raises(NmtError, match="holds no earlier fault drill"):
         run_drill(drill_config(foreign))
     assert (foreign / "precious.txt").read_text() == "keep me"
-
-
-def test_synthetic_corpus_is_aligned_and_seeded(tmp_path):
-    a = write_synthetic_corpus(tmp_path / "a", 100, seed=3)
-    write_synthetic_corpus(tmp_path / "b", 100, seed=3)
-    for split in ("train", "dev", "test"):
-        for lang in ("en", "fr"):
-            assert (tmp_path / "a" / f"{split}.{lang}").read_bytes() == (
-                tmp_path / "b" / f"{split}.{lang}"
-            ).read_bytes()
-    en = (tmp_path / "a" / "train.en").read_text().splitlines()
-    fr = (tmp_path / "a" / "train.fr").read_text().splitlines()
-    assert len(en) == len(fr) == 100 and a.train == str(tmp_path / "a" / "train")
-    src, tgt = synthetic_pair(random.Random(0))
-    assert src.count(" and ") == tgt.count(" et ") and src.startswith("the ") and tgt.startswith("le ")

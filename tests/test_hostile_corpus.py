@@ -12,8 +12,8 @@ import pytest
 from corpus import digit_config
 from omegaconf import OmegaConf
 
+from nmt import lines as lines_module
 from nmt.config import Config, DataConfig, to_object
-from nmt.data import text as text_module
 from nmt.data.corpus import load_corpus
 from nmt.data.prepare import prepare_data
 from nmt.errors import NmtError
@@ -100,7 +100,7 @@ def test_unreadable_paths_are_named(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(text_module, "open", open_denied, raising=False)
+    monkeypatch.setattr(lines_module, "open", open_denied, raising=False)
     with pytest.raises(NmtError, match=rf"{tmp_path / 'c.fr'}: cannot read \(.*Permission denied"):
         load_corpus(cfg)
 
@@ -148,6 +148,7 @@ def test_control_characters_inside_text_are_kept(tmp_path):
     assert corpus["train"]["src"] == ["a\x01b c\x1bd"]
 
 
+@pytest.mark.slow
 def test_a_100k_character_line_is_dropped_and_counted(tmp_path):
     words = ("word " * 20_000).encode()  # 100k characters, 20k words: over clean.max_words
     glued = b"w" * 100_000  # one 100k-character "word": passes cleaning, then over data.max_len tokens
@@ -162,6 +163,7 @@ def test_a_100k_character_line_is_dropped_and_counted(tmp_path):
     assert train_summary["pairs"] == 240 and max(prepared.splits["train"]["src_len"]) <= cfg.data.max_len
 
 
+@pytest.mark.slow
 def test_a_100k_token_dev_line_does_not_stall_validation(tmp_path):
     cfg = digit_config(tmp_path, max_steps=2, validate_every=2)
     corpus_dir = Path(cfg.data.text.dev).parent
@@ -177,6 +179,7 @@ def test_a_100k_token_dev_line_does_not_stall_validation(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- the script
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"fine\nbroken \xff line\n", "c.en:2: invalid UTF-8"), (PNG, "c.en:1: invalid UTF-8")],

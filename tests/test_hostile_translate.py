@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nmt.config import SearchConfig, TranslateConfig
 from nmt.errors import NmtError
-from nmt.translate import Translator, normalize_line, translate_file
+from nmt.translate import Translator, translate_file
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = SearchConfig(beam_size=2)
@@ -52,7 +52,7 @@ HOSTILE_BYTES = st.one_of(
 
 
 def input_lines(data: bytes) -> list[bytes]:
-    """The line contract, independently of nmt.translate.read_lines (a leading BOM is no content)."""
+    """The line contract, independently of nmt.lines.read_lines (a leading BOM is no content)."""
     lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     if lines[-1] == b"":
         lines.pop()
@@ -83,6 +83,7 @@ def assert_one_line_each(out: str, data: bytes) -> None:
             assert translated == "", raw  # an empty input line stays empty, in its place
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=HOSTILE_BYTES)
 def test_any_bytes_give_one_output_line_per_input_line(digit_model_dir, tmp_path, data):
@@ -100,14 +101,15 @@ def test_any_bytes_give_one_output_line_per_input_line(digit_model_dir, tmp_path
         max_size=40,
     )
 )
+@pytest.mark.slow
 def test_translator_api_keeps_count_and_emptiness(digit_model_dir, lines):
     translator = Translator.from_dir(digit_model_dir, device="cpu")
     results = translator.translate(lines, SEARCH)
     assert len(results) == len(lines)
     for line, result in zip(lines, results):
         assert result.source == line
-        assert result.text == normalize_line(result.text) and len(result.text.splitlines()) <= 1
-        if not normalize_line(line):
+        assert result.text == translator.normalise(result.text) and len(result.text.splitlines()) <= 1
+        if not translator.normalise(line):
             assert result.text == "" and result.nbest == []
 
 
@@ -154,14 +156,14 @@ def test_a_tokenizer_that_emits_line_breaks_cannot_split_output_lines(digit_mode
 def test_bad_paths_fail_before_writing(digit_model_dir, tmp_path):
     (tmp_path / "in.txt").write_text("one\n")
     base = dict(model_dir=str(digit_model_dir), progress=False, device="cpu")
-    with pytest.raises(NmtError, match="cannot read input"):
+    with pytest.raises(NmtError, match="cannot read"):
         translate_file(TranslateConfig(input=str(tmp_path), output=str(tmp_path / "o.txt"), **base))
     with pytest.raises(NmtError, match="cannot write output"):
         translate_file(
             TranslateConfig(input=str(tmp_path / "in.txt"), output=str(tmp_path / "no/o.txt"), **base)
         )
     (tmp_path / "o.txt").write_text("previous\n")
-    with pytest.raises(NmtError, match="cannot read input"):
+    with pytest.raises(NmtError, match="missing: file not found"):
         translate_file(
             TranslateConfig(input=str(tmp_path / "missing"), output=str(tmp_path / "o.txt"), **base)
         )
@@ -169,6 +171,7 @@ def test_bad_paths_fail_before_writing(digit_model_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "o.txt"]
 
 
+@pytest.mark.slow
 def test_script_on_binary_input_keeps_the_line_count(digit_model_dir, tmp_path):
     data = bytes(range(256)) * 4 + b"one two\n\xff\n"
     (tmp_path / "in.bin").write_bytes(data)

@@ -14,7 +14,7 @@ from nmt.config import Config, to_object
 from nmt.data import format_summary, prepare_data
 from nmt.data.prepare import _Encode
 from nmt.errors import NmtError
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 REPO = Path(__file__).resolve().parents[1]
 EN, FR = WORDS_EN, WORDS_FR
@@ -113,6 +113,7 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_script_prints_the_summary_table(tmp_path):
     cfg = config(tmp_path)
     proc = run_script(
@@ -128,6 +129,7 @@ def test_script_prints_the_summary_table(tmp_path):
     assert (tmp_path / "run" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_script_typo_override_fails_clearly(tmp_path):
     proc = run_script("data.sourc=x", f"run_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}")
     assert proc.returncode != 0

@@ -10,6 +10,8 @@ import pytest
 
 from nmt.recipes.config import ImageRowsConfig
 
+pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs: minutes, not seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -26,7 +26,7 @@ from nmt.recipes.sentiment import (
     rotten_tomatoes_path,
     run_sentiment,
 )
-from nmt.tokenizer import PAD_ID
+from nmt.vocab import PAD_ID
 
 
 def write_rt_csv(path, rows):

@@ -25,6 +25,8 @@ from nmt.recipes.stock import (
     read_tar_csv,
     run_stock,
     sequence_chunks,
+    sequence_forecast,
+    window_forecast,
     window_samples,
 )
 
@@ -209,6 +211,19 @@ def test_forecasts_use_only_the_past(regime):
     changed = series.copy()
     changed[-1] *= 10
     assert np.array_equal(base, forecast(changed, 40, regime, cfg, CPU))
+
+
+def test_forecast_runs_the_regimes_function():
+    """window -> window_forecast; full -> one chunk as long as the train period; truncated -> tbptt_steps."""
+    series = 10 + np.sin(np.arange(60) / 3)
+    cfg = sine_config(epochs=1, sequence_epochs=2, tbptt_steps=7)
+    assert np.array_equal(forecast(series, 40, Bptt.window, cfg, CPU), window_forecast(series, 40, cfg, CPU))
+    full = forecast(series, 40, Bptt.full, cfg, CPU)
+    assert np.array_equal(full, sequence_forecast(series, 40, None, cfg, CPU))
+    assert np.array_equal(full, sequence_forecast(series, 40, 39, cfg, CPU))  # 39 train inputs: one chunk
+    truncated = forecast(series, 40, Bptt.truncated, cfg, CPU)
+    assert np.array_equal(truncated, sequence_forecast(series, 40, 7, cfg, CPU))
+    assert not np.allclose(truncated, full)
 
 
 def test_tiny_stock_run_writes_rmse_next_to_naive(tmp_path, capsys):

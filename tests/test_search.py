@@ -12,7 +12,7 @@ from torch import Tensor
 from nmt.config import LengthNorm, ModelConfig, SearchConfig
 from nmt.errors import NmtError
 from nmt.search import Hypothesis, beam_search, greedy_search, search
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 VOCAB = 6  # PAD, UNK, BOS, EOS and two ordinary tokens: 3 producible tokens besides EOS
 WIDE = 128  # more than the 1 + 3 + 9 + 27 + 81 = 121 outputs of at most 4 tokens

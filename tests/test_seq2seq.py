@@ -10,9 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nmt.config import AttentionType, DecoderStep, ModelConfig, RnnType
 from nmt.model import DecoderState, EncoderOutput, Seq2Seq, build_model
-from nmt.tokenizer import BOS_ID as BOS
-from nmt.tokenizer import EOS_ID as EOS
-from nmt.tokenizer import PAD_ID as PAD
+from nmt.vocab import BOS_ID as BOS
+from nmt.vocab import EOS_ID as EOS
+from nmt.vocab import PAD_ID as PAD
 
 SRC_V, TGT_V = 19, 23
 

@@ -9,14 +9,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
+from hydra import compose, initialize_config_dir
 
-from nmt.config import SearchConfig, ServeConfig
+from nmt.checkpoint import average_state_dicts, kept_checkpoints
+from nmt.cli import CONF_DIR
+from nmt.config import ConfigValueError, SearchConfig, ServeConfig, to_object
 from nmt.errors import NmtError
-from nmt.serve.app import check_serve_config, create_app
+from nmt.serve.app import create_app
 from nmt.serve.batching import BatcherClosed, MicroBatcher, QueueFull
-from nmt.serve.load_test import check_url, run_load
-from nmt.serve.server import serve_in_thread
+from nmt.serve.server import serve, serve_in_thread
+from nmt.tools.load_test import check_url, run_load
 from nmt.translate import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,6 +187,7 @@ class BlockingTranslator:
     def __init__(self, translator):
         self.inner = translator
         self.tokenizer, self.config, self.device = translator.tokenizer, translator.config, translator.device
+        self.normalise = translator.normalise
         self.gate = threading.Event()
         self.entered = threading.Event()
 
@@ -249,10 +254,32 @@ def test_a_model_failure_gets_500_with_the_reason(translator, digit_model_dir):
 
 
 def test_config_limits_are_checked(digit_model_dir):
-    with pytest.raises(NmtError, match="max_queue_lines=2 is below max_lines=4"):
-        check_serve_config(make_cfg(digit_model_dir, max_queue_lines=2))
-    with pytest.raises(NmtError, match="beam_size"):
-        check_serve_config(make_cfg(digit_model_dir, search=SearchConfig(beam_size=8)))
+    with pytest.raises(
+        ConfigValueError, match=r"^max_queue_lines=2: must be >= max_lines=4, or a full request"
+    ):
+        make_cfg(digit_model_dir, max_queue_lines=2)
+    with pytest.raises(ConfigValueError, match=r"^search\.beam_size=8: must be <= max_beam_size=6$"):
+        make_cfg(digit_model_dir, search=SearchConfig(beam_size=8))
+
+
+def test_serve_loads_the_weights_its_config_names(digit_model_dir, monkeypatch):
+    """``serve average=2``: the app serves the mean of the last two kept checkpoints, not the best one."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        composed = compose("serve", [f"model_dir={digit_model_dir}", "average=2", "device=cpu"])
+    served = {}
+    monkeypatch.setattr(
+        "nmt.serve.app.create_app", lambda translator, cfg: served.setdefault("model", translator.model)
+    )
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.setdefault("app", app))
+    serve(to_object(composed, ServeConfig))
+    assert served["app"] is served["model"]  # what create_app returned is what uvicorn ran
+    weights = served["model"].state_dict()
+    mean = average_state_dicts(kept_checkpoints(digit_model_dir, 2, "average"), torch.device("cpu"))
+    best = Translator.from_dir(digit_model_dir, device="cpu").model.state_dict()
+    assert weights.keys() == mean.keys()
+    for name, tensor in mean.items():
+        torch.testing.assert_close(weights[name], tensor)
+    assert any(not torch.equal(mean[name], best[name]) for name in mean)
 
 
 # ----------------------------------------------------------------------------------------- micro-batching
@@ -376,6 +403,7 @@ def test_int8_model_serves(digit_model_dir, translator):
     assert body["translations"][0]["text"] == translator.translate(["three one four"])[0].text
 
 
+@pytest.mark.slow
 def test_serve_script_reports_a_bad_model_dir(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts/serve.py"), f"model_dir={tmp_path / 'missing'}", "port=1"],

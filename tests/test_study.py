@@ -12,7 +12,9 @@ import pytest
 from corpus import digit_cli_overrides, write_digit_corpus
 
 from nmt.errors import NmtError
-from nmt.study import collect_decoding, collect_training, report
+from nmt.tools.study import collect_decoding, collect_training, report
+
+pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs: minutes, not seconds
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,10 +2,12 @@ import random
 
 import pytest
 from corpus import WORDS_EN, WORDS_FR
+from sentencepiece import sentencepiece_model_pb2
 
 from nmt.config import SpmModelType, TokenizerConfig
 from nmt.errors import NmtError
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, train_sentencepiece
+from nmt.tokenizer import Tokenizer, train_sentencepiece
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 EN, FR = WORDS_EN, WORDS_FR
 
@@ -66,16 +68,27 @@ def test_separate_models_per_side(tmp_path):
 
 
 def test_tiny_corpus_gives_a_smaller_vocabulary(tmp_path):
-    sp = train_sentencepiece(["abc abd", "abc"] * 20, tmp_path / "tiny", vocab_size=8000)
+    sp = train_sentencepiece(["abc abd", "abc"] * 20, tmp_path / "tiny", TokenizerConfig(vocab_size=8000))
     assert sp.get_piece_size() < 100 and sp.pad_id() == PAD_ID and sp.eos_id() == EOS_ID
     assert (tmp_path / "tiny.model").is_file()
 
 
+def test_train_sentencepiece_follows_the_config(tmp_path):
+    cfg = TokenizerConfig(vocab_size=40, model_type=SpmModelType.bpe, character_coverage=0.99)
+    train_sentencepiece(sentences(EN, 100, 6), tmp_path / "bpe", cfg)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((tmp_path / "bpe.model").read_bytes())
+    spec = proto.trainer_spec
+    assert spec.model_type == sentencepiece_model_pb2.TrainerSpec.BPE and spec.vocab_size == 40
+    assert spec.character_coverage == pytest.approx(0.99)
+    assert spec.input_sentence_size == cfg.input_sentence_size
+
+
 def test_training_errors_are_clear(tmp_path):
     with pytest.raises(NmtError, match="no training sentences"):
-        train_sentencepiece(["", ""], tmp_path / "empty", vocab_size=50)
+        train_sentencepiece(["", ""], tmp_path / "empty", TokenizerConfig(vocab_size=50))
     with pytest.raises(NmtError, match="vocab_size=10"):
-        train_sentencepiece(sentences(EN, 50, 5), tmp_path / "small", vocab_size=10)
+        train_sentencepiece(sentences(EN, 50, 5), tmp_path / "small", TokenizerConfig(vocab_size=10))
 
 
 def test_load_errors_name_the_directory(tmp_path):

@@ -46,6 +46,7 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_with_a_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     log = open(tmp_path / "log.txt", "wb")  # noqa: SIM115
@@ -138,22 +139,19 @@ def test_checkpoint_every_saves_the_full_state_between_validations(tmp_path, mon
     assert saved == [("last", 2), ("last", 4), ("last", 6), ("best", 6), ("step_00000006", 6), ("last", 6)]
 
 
-def test_full_disk_while_checkpointing_is_a_clear_error_in_process(tmp_path, monkeypatch):
+def test_full_disk_while_checkpointing_is_a_clear_error_in_process(tmp_path):
     cfg = digit_config(tmp_path, max_steps=12)
     ckpt = Path(cfg.run_dir) / "checkpoints"
-    real_fsync = os.fsync
 
     def fsync(fd):  # the disk fills up after the first `last` checkpoint: writing file data fails
         if (ckpt / "last.pt").exists() and stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(28, "No space left on device")
-        real_fsync(fd)
+        os.fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
     with pytest.raises(
         CheckpointError, match=r"checkpoints/\S+\.pt: cannot write checkpoint \(No space left"
     ):
-        train(cfg)
-    monkeypatch.undo()
+        trainer_module.Trainer(cfg, fsync=fsync).fit()
     assert load_checkpoint(ckpt / "last.pt")["state"]["step"] == 4  # the previous checkpoint is intact
     assert not list(ckpt.glob(".tmp-*"))
 
@@ -172,6 +170,7 @@ runpy.run_path("scripts/train.py", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_full_disk_through_the_script_prints_an_error_not_a_traceback(tmp_path):
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     result = subprocess.run(
@@ -189,6 +188,7 @@ def test_full_disk_through_the_script_prints_an_error_not_a_traceback(tmp_path):
     assert load_checkpoint(last)["state"]["step"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "message"),
     [("train.max_steps=lots", "max_steps"), ("model.rnn_type=transformer", "rnn_type")],

@@ -13,6 +13,7 @@ from corpus import digit_config, trained_digit_model
 from nmt.checkpoint import load_checkpoint
 from nmt.config import Config
 from nmt.errors import NmtError
+from nmt.train.callbacks import TrainerCallbacks
 from nmt.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +30,10 @@ def metric_rows(path: Path) -> list[tuple[str, str]]:
 
 def final_weights(run_dir: str) -> dict[str, torch.Tensor]:
     return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["model"]
+
+
+def final_state(run_dir: str) -> dict:
+    return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["state"]
 
 
 def test_training_writes_a_complete_model_directory(tmp_path):
@@ -58,6 +63,7 @@ def test_training_writes_a_complete_model_directory(tmp_path):
     assert not list(run.rglob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_learns_to_translate_digit_words(tmp_path):
     """End to end through data, model, loss, Adam, greedy search and sacrebleu: a word-for-word task."""
     run_dir = trained_digit_model(tmp_path)
@@ -67,30 +73,26 @@ def test_learns_to_translate_digit_words(tmp_path):
     assert metrics["best_dev_bleu"] > 50
 
 
-def interrupt_after(monkeypatch, updates: int) -> None:
-    """Deliver a real SIGINT to this process right after the given number of updates."""
-    original, calls = Trainer._update, []
+class InterruptAfter(TrainerCallbacks):
+    """Deliver a real SIGINT to this process right after the given update."""
 
-    def update_then_signal(self, batches):
-        result = original(self, batches)
-        calls.append(1)
-        if len(calls) == updates:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def after_update(self, step: int) -> None:
+        if step == self.step:
             os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(Trainer, "_update", update_then_signal)
 
 
-def test_sigint_saves_last_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_sigint_saves_last_and_resume_equals_uninterrupted(tmp_path):
     (tmp_path / "a").mkdir()
     whole = tiny_config(tmp_path / "a", max_steps=14)
     train(whole)
 
     (tmp_path / "b").mkdir()
     part = tiny_config(tmp_path / "b", max_steps=14)
-    with monkeypatch.context() as patch:
-        interrupt_after(patch, 6)  # between validations (every 4 updates)
-        metrics = train(part)
+    metrics = Trainer(part, callbacks=InterruptAfter(6)).fit()  # between validations (every 4 updates)
     assert metrics["stop_reason"] == "stopped by signal SIGINT" and metrics["steps"] == 6
     part.resume = True
     resumed = Trainer(part)
@@ -141,6 +143,83 @@ def test_resume_with_every_full_state_damaged_is_a_clear_error(tmp_path):
         Trainer(cfg)
 
 
+class Recorder(TrainerCallbacks):
+    """Records every hook call, and every fsync with the temp files present at that moment."""
+
+    def __init__(self, ckpt_dir: Path) -> None:
+        self.ckpt_dir, self.calls, self.records = ckpt_dir, [], []
+
+    def fsync(self, fileno: int) -> None:
+        self.calls.append(("fsync", sorted(p.name for p in self.ckpt_dir.glob(".tmp-*"))))
+        os.fsync(fileno)
+
+    def before_resume(self) -> None:
+        self.calls.append(("before_resume", None))
+
+    def after_resume(self, path: Path | None, step: int) -> None:
+        self.calls.append(("after_resume", (path.name if path else None, step)))
+
+    def before_update(self, step: int) -> None:
+        self.calls.append(("before_update", step))
+
+    def after_update(self, step: int) -> None:
+        self.calls.append(("after_update", step))
+
+    def before_validation(self, step: int) -> None:
+        self.calls.append(("before_validation", step))
+
+    def after_validation(self, record: dict) -> None:
+        self.records.append(record)
+        self.calls.append(("after_validation", record["step"]))
+
+    def before_save(self, path: Path) -> None:
+        self.calls.append(("before_save", path.name))
+
+    def after_save(self, path: Path) -> None:
+        self.calls.append(("after_save", path.name))
+
+
+def updates(*steps: int) -> list[tuple]:
+    return [call for step in steps for call in (("before_update", step), ("after_update", step))]
+
+
+def validation(step: int) -> list[tuple]:
+    return [("before_validation", step), ("after_validation", step)]
+
+
+def write(name: str) -> list[tuple]:
+    """One checkpoint write: the temp file's data is synced while it exists, then the directory after the rename."""
+    return [("before_save", name), ("fsync", [f".tmp-{name}"]), ("fsync", []), ("after_save", name)]
+
+
+def test_hooks_and_fsync_fire_in_order_with_their_steps(tmp_path):
+    cfg = tiny_config(tmp_path, max_steps=6, validate_every=4)
+    cfg.resume = True  # on an empty run directory: a fresh start
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints"
+    first = Recorder(ckpt_dir)
+    Trainer(cfg, callbacks=first, fsync=first.fsync).fit()
+    improved = first.records[1]["bleu"] > first.records[0]["bleu"]  # `best` is rewritten only on a gain
+    assert first.calls == [
+        ("before_resume", None),
+        ("after_resume", (None, 0)),
+        *updates(1, 2, 3, 4),
+        *validation(4),
+        *write("best.pt"),
+        *write("step_00000004.pt"),
+        *write("last.pt"),
+        *updates(5, 6),
+        *validation(6),  # the closing validation of a run that stopped between validations
+        *(write("best.pt") if improved else []),
+        *write("step_00000006.pt"),
+        *write("last.pt"),
+    ]
+
+    cfg.train.max_steps = 7
+    second = Recorder(ckpt_dir)
+    Trainer(cfg, callbacks=second, fsync=second.fsync).fit()
+    assert second.calls[:4] == [("before_resume", None), ("after_resume", ("last.pt", 6)), *updates(7)]
+
+
 def test_accumulation_equals_one_large_batch(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -156,6 +235,7 @@ def test_accumulation_equals_one_large_batch(tmp_path):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_config_typo_fails_before_any_work(tmp_path):
     result = subprocess.run(
         [sys.executable, "scripts/train.py", "train.max_stpes=3", f"run_dir={tmp_path / 'run'}"],
@@ -167,3 +247,33 @@ def test_config_typo_fails_before_any_work(tmp_path):
     assert result.returncode != 0
     assert "max_stpes" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_each_validation_shows_three_fixed_dev_translations(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path, tensorboard=True)
+    metrics = train(cfg)
+    dev_src = (tmp_path / "corpus" / "dev.en").read_text(encoding="utf-8").splitlines()
+    dev_ref = (tmp_path / "corpus" / "dev.fr").read_text(encoding="utf-8").splitlines()
+    shown = [0, 7, 15]  # first, middle and last of the 16 dev sentences, at every validation
+    log = capsys.readouterr().err.splitlines()
+    starts = [i for i, line in enumerate(log) if line.startswith("[valid] step ")]
+    assert len(starts) == 3
+    for start in starts:
+        block = log[start + 1 : start + 10]
+        for number, line in enumerate(shown, start=1):
+            source, reference, hypothesis = block[3 * number - 3 : 3 * number]
+            assert source == f"[valid]   example {number} source:     {dev_src[line]}"
+            assert reference == f"[valid]   example {number} reference:  {dev_ref[line]}"
+            assert hypothesis.startswith(f"[valid]   example {number} hypothesis: ")
+    # The translations are for the person watching: the numeric history (metrics.json, checkpoints) has none.
+    assert all("samples" not in record for record in metrics["validations"])
+    assert all("samples" not in record for record in final_state(cfg.run_dir)["history"])
+    events = EventAccumulator(str(Path(cfg.run_dir) / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    for number, line in enumerate(shown, start=1):
+        texts = events.Tensors(f"valid/example_{number}/text_summary")
+        assert [t.step for t in texts] == [4, 8, 12]
+        first_line = texts[0].tensor_proto.string_val[0].decode("utf-8").splitlines()[0]
+        assert first_line == f"    source:     {dev_src[line]}"

@@ -8,8 +8,13 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+from nmt.checkpoint import average_state_dicts, kept_checkpoints
+from nmt.cli import CONF_DIR
+from nmt.config import SearchConfig, TranslateConfig, VisualizeConfig, to_object
 from nmt.errors import NmtError
+from nmt.translate import Translator, translate_file
 from nmt.visualize import (
     DPI,
     AttentionItem,
@@ -19,6 +24,7 @@ from nmt.visualize import (
     merge_subwords,
     plot_attention,
     plot_attention_grid,
+    visualize,
 )
 
 SRC = ["▁In", "▁the", "▁begin", "ning", "▁God", "▁created", ".", "</s>"]
@@ -112,3 +118,59 @@ def test_merge_both_sides() -> None:
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="along axis 0"):
         merge_subwords(TGT[:3], weights, axis=0)
+
+
+def test_a_model_is_loaded_with_the_weights_the_config_names(digit_model_dir, tmp_path, monkeypatch) -> None:
+    """``visualize average=2``: the heatmaps come from the mean of the last two kept checkpoints."""
+    overrides = [f"model_dir={digit_model_dir}", 'sentences=["one two"]', "average=2", "device=cpu"]
+    overrides += [f"out_dir={tmp_path}", "formats=[png]"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = to_object(compose("visualize", overrides), VisualizeConfig)
+    used: list[Translator] = []
+    translate = Translator.translate
+    monkeypatch.setattr(
+        Translator, "translate", lambda self, *args: used.append(self) or translate(self, *args)
+    )
+    paths = visualize(cfg)
+    assert [path.name for path in paths] == ["attention_01.png"]
+    weights = used[0].model.state_dict()
+    mean = average_state_dicts(kept_checkpoints(digit_model_dir, 2, "average"), torch.device("cpu"))
+    assert weights.keys() == mean.keys()
+    for name, tensor in mean.items():
+        torch.testing.assert_close(weights[name], tensor)
+    best = Translator.from_dir(digit_model_dir, device="cpu").model.state_dict()
+    assert any(not torch.equal(mean[name], best[name]) for name in mean)  # so the test tells them apart
+
+
+def test_a_dump_written_in_chunks_plots_as_one_written_at_once(digit_model_dir, tmp_path) -> None:
+    (tmp_path / "in.txt").write_text("one two\n\nthree four five\nsix\nseven eight\n", encoding="utf-8")
+    for chunk_lines in (2, 1000):
+        translate_file(
+            TranslateConfig(
+                model_dir=str(digit_model_dir),
+                input=str(tmp_path / "in.txt"),
+                output=str(tmp_path / f"out{chunk_lines}.txt"),
+                dump_attention=str(tmp_path / f"att{chunk_lines}.pt"),
+                search=SearchConfig(batch_tokens=1),  # one sentence per batch: the same weights either way
+                chunk_lines=chunk_lines,
+                progress=False,
+                device="cpu",
+            )
+        )
+    plots = {}
+    for chunk_lines in (2, 1000):
+        config = VisualizeConfig(
+            attention_file=str(tmp_path / f"att{chunk_lines}.pt"),
+            out_dir=str(tmp_path / f"plots{chunk_lines}"),
+            formats=["png"],
+            max_sentences=3,
+        )
+        plots[chunk_lines] = {path.name: path.read_bytes() for path in visualize(config)}
+    # the empty line has nothing to draw; the fifth line is past max_sentences
+    assert sorted(plots[2]) == [
+        "attention_01.png",
+        "attention_02.png",
+        "attention_03.png",
+        "attention_grid.png",
+    ]
+    assert plots[2] == plots[1000]

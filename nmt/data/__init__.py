@@ -1,21 +1,27 @@
-"""Data: corpora (bible, text, hf) → cleaned splits → tokenized, cached splits → token-bucket batches."""
+"""Data: corpora (bible, text, hf) → cleaned splits → tokenized, cached splits → token-bucket batches.
 
-import datasets
+The names below are imported from their modules on first use, not with the package: translating needs only
+``nmt.data.batching`` and must not pay for ``datasets`` and matplotlib, which the rest of the package imports.
+"""
 
-from nmt.data.batching import Batch, TokenBucketSampler, collate, eval_batches
-from nmt.data.corpus import load_corpus
-from nmt.data.prepare import PreparedData, format_summary, prepare_data
+import importlib
+from typing import Any
 
-__all__ = [
-    "Batch",
-    "PreparedData",
-    "TokenBucketSampler",
-    "collate",
-    "eval_batches",
-    "format_summary",
-    "load_corpus",
-    "prepare_data",
-]
+_MODULE_OF = {
+    "Batch": "batching",
+    "TokenBucketSampler": "batching",
+    "collate": "batching",
+    "eval_batches": "batching",
+    "load_corpus": "corpus",
+    "PreparedData": "prepare",
+    "format_summary": "prepare",
+    "prepare_data": "prepare",
+}
 
-# datasets draws a bar for every small map/save; prepare_data reports its own timings and counts instead.
-datasets.disable_progress_bars()
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"nmt.data.{_MODULE_OF[name]}"), name)

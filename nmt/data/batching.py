@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 CHUNK_BATCHES = 100  # a shuffled chunk holds about this many batches' worth of examples before sorting
 

@@ -26,6 +26,7 @@ from nmt.errors import NmtError
 
 log = logging.getLogger(__name__)
 META_FILE = "meta.json"
+PROGRESS_ROWS = 100_000  # a map over fewer rows takes seconds: no progress bar
 
 
 def _jsonable(obj: Any) -> Any:
@@ -98,6 +99,49 @@ def int_column(ds: datasets.Dataset, name: str) -> np.ndarray:
     return ds.with_format("arrow")[name].to_numpy()
 
 
+def keep_rows(ds: datasets.Dataset, keep: np.ndarray, indices_file: Path) -> datasets.Dataset:
+    """The rows of ``ds`` where ``keep`` ([n_rows] bool) is true: ``ds`` itself when it keeps all, else a view
+    through an indices mapping written to ``indices_file`` batch by batch.
+
+    ``Dataset.select`` would turn the row numbers into a Python list first, some 50 bytes per row at its peak
+    (half a gigabyte at ten million rows); here memory holds the mask alone.
+    """
+    if keep.all():
+        return ds
+    return ds.filter(
+        lambda rows: keep[rows],
+        with_indices=True,
+        input_columns=[],  # the mask needs the row numbers only: no column is read
+        batched=True,
+        cache_file_name=str(indices_file),
+        load_from_cache_file=False,
+        new_fingerprint=content_key("keep_rows", str(indices_file), int(keep.sum())),
+    )
+
+
 def num_proc(n_rows: int, wanted: int) -> int | None:
     """Worker processes for ``datasets.map``: none for small inputs, where start-up costs more than it saves."""
     return wanted if wanted > 1 and n_rows >= 10_000 * wanted else None
+
+
+@contextlib.contextmanager
+def map_progress(n_rows: int, wanted: bool = True) -> Iterator[None]:
+    """Show datasets' progress bar for a ``map`` over at least ``PROGRESS_ROWS`` rows (when ``wanted``).
+
+    ``nmt.data.features`` turns datasets' bars off globally (a bar per small map or save is noise); a map over a
+    large corpus takes minutes, and a silent one looks hung. ``HF_DATASETS_DISABLE_PROGRESS_BARS`` still wins.
+    """
+    show = (
+        wanted
+        and n_rows >= PROGRESS_ROWS
+        and datasets.are_progress_bars_disabled()
+        and datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is None
+    )
+    if not show:
+        yield
+        return
+    datasets.enable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.disable_progress_bars()

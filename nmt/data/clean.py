@@ -1,4 +1,5 @@
-"""Cleaning: Unicode NFC, whitespace normalisation, and filters whose every drop is counted by reason.
+"""Cleaning: normalisation (:func:`nmt.text_norm.normalise`, the same a translator applies to its input) and
+filters whose every drop is counted by reason.
 
 Normalisation and the ``empty`` filter apply to every split. The length, ratio and duplicate filters apply
 to the training split only: dev and test stay as the corpus defines them, so scores remain comparable with
@@ -8,7 +9,6 @@ other systems evaluated on the same sets (a long test sentence is still a valid 
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -17,20 +17,11 @@ import datasets
 import numpy as np
 
 from nmt.config import CleanConfig
-from nmt.data.cache import int_column, num_proc
+from nmt.data.cache import int_column, keep_rows, num_proc
+from nmt.text_norm import normalise
 
 REASONS = ("empty", "too_long", "ratio", "duplicate")  # code i+1 in the `_drop` column; 0 keeps the pair
 _EMPTY, _TOO_LONG, _RATIO, _DUPLICATE = range(1, 5)
-_WS = re.compile(r"\s+")
-
-
-def normalise(text: str | None, nfc: bool = True) -> str:
-    """NFC (optional), whitespace runs (any Unicode space, tabs, newlines) to one space, stripped."""
-    text = text or ""
-    if nfc:
-        text = unicodedata.normalize("NFC", text)
-    return _WS.sub(" ", text).strip()
-
 
 _INVISIBLE = frozenset(("Cc", "Cf", "Cs", "Zs", "Zl", "Zp"))  # controls, zero-width/format marks, spaces
 
@@ -101,9 +92,9 @@ def clean_split(
         repeated[first] = False  # the first occurrence of each pair stays
         codes[candidates[repeated]] = _DUPLICATE
     counts = np.bincount(codes, minlength=len(REASONS) + 1)
-    keep = np.flatnonzero(codes == 0)
-    ds = ds.select(keep).remove_columns([c for c in ("_drop", "_hash") if c in ds.column_names])
-    report = {"kept": int(len(keep)), "dropped": {r: int(counts[i + 1]) for i, r in enumerate(REASONS)}}
+    ds = keep_rows(ds, codes == 0, work / f"kept-{name}.arrow")
+    ds = ds.remove_columns([c for c in ("_drop", "_hash") if c in ds.column_names])
+    report = {"kept": int(counts[0]), "dropped": {r: int(counts[i + 1]) for i, r in enumerate(REASONS)}}
     return ds, report
 
 

@@ -10,6 +10,10 @@ import datasets
 
 from nmt.errors import NmtError
 
+# Every source builds its splits through this module. datasets draws a bar for every small map or save;
+# prepare_data reports its own timings and counts instead (cache.map_progress shows one for a long map).
+datasets.disable_progress_bars()
+
 CORPUS_FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),

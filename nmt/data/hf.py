@@ -4,11 +4,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import datasets
 import huggingface_hub
@@ -17,13 +14,13 @@ from nmt.config import DataConfig
 from nmt.data.cache import cache_root
 from nmt.data.features import CORPUS_FEATURES, SPLITS, empty_split
 from nmt.errors import NmtError
+from nmt.hub_probe import hub_reachable, probe_address
 
 OFFLINE_HINT = (
     "without internet use data.source=bible (the default), data.source=text (local files), or "
     "data.hf.name=/path/to/a/save_to_disk/directory; a hub dataset downloaded before can be used "
     "with HF_HUB_OFFLINE=1"
 )
-_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def _local_dir(name: str) -> Path | None:
@@ -39,14 +36,11 @@ def _local_dir(name: str) -> Path | None:
 
 def _check_hub_reachable(name: str) -> None:
     """Fail in seconds, not after minutes of retries, when the hub cannot be reached."""
-    if huggingface_hub.constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in _PROXY_VARS):
-        return  # offline mode fails fast by itself; behind a proxy a direct probe proves nothing
-    url = urlsplit(huggingface_hub.constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=5).close()
-    except OSError as exc:
-        raise NmtError(f"data.hf.name={name!r}: cannot reach {url.hostname} ({exc}); {OFFLINE_HINT}") from exc
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return  # offline mode fails fast by itself
+    if not hub_reachable():
+        host, port = probe_address()
+        raise NmtError(f"data.hf.name={name!r}: cannot reach {host}:{port}; {OFFLINE_HINT}")
 
 
 def _load(cfg: DataConfig) -> tuple[str, datasets.DatasetDict | datasets.Dataset]:

@@ -3,6 +3,10 @@
 The tokenized splits are cached under ``data.cache_dir/prepared/``, keyed by the corpus cache entry, the
 tokenizer files' hash and ``data.max_len``: a second run with the same settings (or a resumed run, whose
 run directory already has the tokenizer) does no tokenization at all.
+
+Memory does not grow with the corpus beyond its length arrays: splits live in Arrow files (memory-mapped), maps
+work batch by batch, the tokenizer trains on a bounded sample (:mod:`nmt.data.sample`), and whole columns are
+only ever read as numpy arrays of lengths or drop codes.
 """
 
 from __future__ import annotations
@@ -24,12 +28,28 @@ from nmt.data.cache import (
     cache_root,
     content_key,
     int_column,
+    keep_rows,
     load_entry,
+    map_progress,
     num_proc,
     save_entry,
     scratch_dir,
 )
 from nmt.data.corpus import corpus_cache, load_corpus
+from nmt.data.sample import write_sample
+from nmt.data.stages import (
+    LOAD_TOKENIZED,
+    LOAD_TOKENIZER,
+    MAX_LEN,
+    SAMPLE,
+    SAVE_TOKENIZED,
+    SUMMARY,
+    TOKENIZE,
+    TRAIN_TOKENIZER,
+    StageHook,
+    StageTimer,
+    unwatched,
+)
 from nmt.errors import NmtError
 from nmt.tokenizer import Tokenizer
 
@@ -82,23 +102,14 @@ _TOKEN_FEATURES = {
 }
 
 
-def _training_rows(train: datasets.Dataset, limit: int, seed: int) -> datasets.Dataset:
-    """At most ``limit`` training pairs (a seeded sample): sentencepiece reads no more than that anyway."""
-    if limit <= 0 or len(train) <= limit:
-        return train
-    keep = np.sort(np.random.default_rng(seed).choice(len(train), size=limit, replace=False))
-    return train.select(keep)
-
-
-def _texts(ds: datasets.Dataset, column: str):
-    for batch in ds.select_columns([column]).iter(batch_size=1000):
-        yield from batch[column]
-
-
-def _tokenizer(cfg: Config, run_dir: Path, train: datasets.Dataset) -> tuple[Tokenizer, bool]:
-    """The run directory's tokenizer when it has one (resume, translation), else one trained on ``train``."""
+def _tokenizer(
+    cfg: Config, run_dir: Path, train: datasets.Dataset, stage: StageHook
+) -> tuple[Tokenizer, bool]:
+    """The run directory's tokenizer when it has one (resume, translation), else one trained on a sample of
+    ``train`` (``tokenizer.input_sentence_size`` sentences, drawn with ``seed``)."""
     if Tokenizer.exists(run_dir):
-        tok = Tokenizer.load(run_dir)
+        with stage(LOAD_TOKENIZER):
+            tok = Tokenizer.load(run_dir)
         saved = Tokenizer.saved_config(run_dir)
         wanted = Tokenizer.config_dict(cfg.tokenizer)
         if saved != wanted if saved is not None else tok.joint != cfg.tokenizer.joint:
@@ -107,33 +118,49 @@ def _tokenizer(cfg: Config, run_dir: Path, train: datasets.Dataset) -> tuple[Tok
                 f"for {wanted}; use a new run_dir, or delete the spm.* files there to retrain"
             )
         return tok, True
-    size = cfg.tokenizer.input_sentence_size
-    rows = _training_rows(train, -(-size // 2) if cfg.tokenizer.joint else size, cfg.seed)
-    return Tokenizer.train(_texts(rows, "src"), _texts(rows, "tgt"), cfg.tokenizer, run_dir), False
+    with scratch_dir(cache_root(cfg.data.cache_dir)) as work:
+        with stage(SAMPLE):
+            sample = write_sample(
+                train, cfg.tokenizer.input_sentence_size, cfg.tokenizer.joint, cfg.seed, work
+            )
+        with stage(TRAIN_TOKENIZER):
+            return Tokenizer.train_files(*sample, cfg.tokenizer, run_dir), False
 
 
 def _tokenize(
-    splits: datasets.DatasetDict, tok: Tokenizer, run_dir: Path, max_len: int, work: Path, procs: int
+    splits: datasets.DatasetDict,
+    tok: Tokenizer,
+    run_dir: Path,
+    max_len: int,
+    work: Path,
+    procs: int,
+    progress: bool,
+    stage: StageHook,
 ) -> tuple[datasets.DatasetDict, dict[str, int]]:
-    """Add the id and length columns; drop training pairs with a side over ``max_len`` pieces."""
-    out, dropped = {}, {}
+    """Add the id and length columns; drop training pairs with a side over ``max_len`` pieces.
+
+    ``progress``: show a bar while a large split (see :func:`map_progress`) is tokenized.
+    """
+    out, dropped = {}, dict.fromkeys(splits, 0)
     encode = _Encode(run_dir)
-    for name, ds in splits.items():
-        ds = ds.map(
-            encode,
-            batched=True,
-            num_proc=num_proc(len(ds), procs),
-            features=datasets.Features({**ds.features, **_TOKEN_FEATURES}),
-            cache_file_name=str(work / f"tokens-{name}.arrow"),
-            new_fingerprint=content_key(tok.fingerprint(), name, len(ds)),
-            desc=f"tokenize {name}",
-        )
-        dropped[name] = 0
-        if name == "train" and max_len > 0 and len(ds):
-            over = (int_column(ds, "src_len") > max_len) | (int_column(ds, "tgt_len") > max_len)
-            dropped[name] = int(over.sum())
-            ds = ds.select(np.flatnonzero(~over))
-        out[name] = ds
+    with stage(TOKENIZE):
+        for name, ds in splits.items():
+            with map_progress(len(ds), progress):
+                out[name] = ds.map(
+                    encode,
+                    batched=True,
+                    num_proc=num_proc(len(ds), procs),
+                    features=datasets.Features({**ds.features, **_TOKEN_FEATURES}),
+                    cache_file_name=str(work / f"tokens-{name}.arrow"),
+                    new_fingerprint=content_key(tok.fingerprint(), name, len(ds)),
+                    desc=f"tokenize {name}",
+                )
+    train = out["train"]
+    if max_len > 0 and len(train):
+        with stage(MAX_LEN):
+            over = (int_column(train, "src_len") > max_len) | (int_column(train, "tgt_len") > max_len)
+            dropped["train"] = int(over.sum())
+            out["train"] = keep_rows(train, ~over, work / "kept-train.arrow")
     return datasets.DatasetDict(out), dropped
 
 
@@ -165,43 +192,45 @@ def _split_summary(ds: datasets.Dataset, dropped: dict[str, int]) -> dict[str, A
     }
 
 
-def prepare_data(cfg: Config, run_dir: Path) -> PreparedData:
+def prepare_data(cfg: Config, run_dir: Path, stage: StageHook = unwatched) -> PreparedData:
     """Load + clean the corpus, train (or reuse) the tokenizer in ``run_dir``, tokenize every split.
 
-    Writes ``summary.json`` (pairs, drops by reason, tokens per split and side, seconds) and ``lengths.png``
-    into ``run_dir``.
+    Writes ``summary.json`` (pairs, drops by reason, tokens per split and side, seconds per stage) and
+    ``lengths.png`` into ``run_dir``. ``stage`` watches each stage (names in :mod:`nmt.data.stages`; a stage a
+    cache spares does not run).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-    start = t0 = time.perf_counter()
+    started = time.perf_counter()
+    timer = StageTimer(stage)
 
     corpus_hit = (corpus_cache(cfg.data) / META_FILE).is_file()
-    corpus, report = load_corpus(cfg.data)
-    seconds["corpus"], t0 = time.perf_counter() - t0, time.perf_counter()
-
-    tok, reused = _tokenizer(cfg, run_dir, corpus["train"])
-    seconds["tokenizer"], t0 = time.perf_counter() - t0, time.perf_counter()
+    corpus, report = load_corpus(cfg.data, timer)
+    tok, reused = _tokenizer(cfg, run_dir, corpus["train"], timer)
 
     key = content_key(PREPARED_VERSION, corpus_cache(cfg.data).name, tok.fingerprint(), cfg.data.max_len)
     path = cache_root(cfg.data.cache_dir) / "prepared" / key
-    cached = load_entry(path)
+    with timer(LOAD_TOKENIZED):
+        cached = load_entry(path)
     if cached is not None:
         log.info("tokenized data: cache hit %s", path)
         splits, meta = cached
     else:
         with scratch_dir(path.parent.parent) as work:
-            splits, max_len_drops = _tokenize(corpus, tok, run_dir, cfg.data.max_len, work, cfg.data.num_proc)
+            splits, max_len_drops = _tokenize(
+                corpus, tok, run_dir, cfg.data.max_len, work, cfg.data.num_proc, cfg.train.progress, timer
+            )
             meta = {"max_len_dropped": max_len_drops}
-            splits = save_entry(path, splits, meta)
-    seconds["tokenize"] = time.perf_counter() - t0
+            with timer(SAVE_TOKENIZED):
+                splits = save_entry(path, splits, meta)
 
-    split_stats = {
-        name: _split_summary(ds, {**report[name]["dropped"], "max_len": meta["max_len_dropped"][name]})
-        for name, ds in splits.items()
-    }
-    _histogram(splits, cfg.data.max_len, run_dir / HISTOGRAM_FILE)
-    seconds["total"] = time.perf_counter() - start
+    with timer(SUMMARY):
+        split_stats = {
+            name: _split_summary(ds, {**report[name]["dropped"], "max_len": meta["max_len_dropped"][name]})
+            for name, ds in splits.items()
+        }
+        _histogram(splits, cfg.data.max_len, run_dir / HISTOGRAM_FILE)
+    seconds = {**timer.seconds, "total": time.perf_counter() - started}
     summary = {
         "corpus": {
             "source": str(cfg.data.source),

@@ -1,16 +1,14 @@
 """Local parallel text: Moses-style ``PREFIX.{src_lang}`` / ``PREFIX.{tgt_lang}`` pairs, or TSV files.
 
-TSV lines are ``src<TAB>tgt[<TAB>ref...]``. ``.gz`` files are read transparently. Files are streamed line by
-line (a corpus of tens of millions of pairs never sits in memory), decoded as strict UTF-8 (a BOM is
-dropped, CRLF endings accepted), and every problem is reported with the file and line.
+TSV lines are ``src<TAB>tgt[<TAB>ref...]``. Files are read by :func:`nmt.lines.read_lines` (streamed, ``.gz``
+transparently, a BOM dropped, CRLF endings accepted) as strict UTF-8 text, and every problem is reported
+with the file and line.
 """
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import os
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,7 @@ import datasets
 from nmt.config import DataConfig, TextFormat
 from nmt.data.features import SPLITS, empty_split, from_generator
 from nmt.errors import NmtError
-
-_BOM = b"\xef\xbb\xbf"
+from nmt.lines import OnInvalid, read_lines
 
 
 def _check_file(path: Path) -> None:
@@ -36,33 +33,17 @@ def _check_file(path: Path) -> None:
         raise NmtError(f"{path}: empty file")
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line_number, text)`` for each line of a UTF-8 (optionally gzipped) text file, line endings removed."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def _corpus_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` for each line of a corpus file: strict UTF-8, and at least one line."""
     n = 0
-    try:
-        with opener(path, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                if b"\x00" in raw:
-                    raise NmtError(f"{path}:{n}: NUL byte; this looks like a binary file, not UTF-8 text")
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise NmtError(
-                        f"{path}:{n}: invalid UTF-8 at byte {exc.start} of the line; convert the file to UTF-8 "
-                        "(e.g. iconv -f LATIN1 -t UTF-8)"
-                    ) from exc
-                if line.startswith(_BOM.decode("utf-8")):  # line 1, or where files were concatenated
-                    line = line[1:]
-                yield n, line.rstrip("\r\n")
-    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a damaged/not-really-gzip file
-        raise NmtError(f"{path}: cannot read ({exc})") from exc
-    if n == 0:
+    for n, line in read_lines(path, on_invalid=OnInvalid.error):
+        yield n, line
+    if n == 0:  # a .gz file can be empty inside
         raise NmtError(f"{path}: no lines (empty file)")
 
 
 def _moses_rows(src_path: str, tgt_path: str) -> Iterator[dict[str, Any]]:
-    src_lines, tgt_lines = read_lines(Path(src_path)), read_lines(Path(tgt_path))
+    src_lines, tgt_lines = _corpus_lines(Path(src_path)), _corpus_lines(Path(tgt_path))
     n = 0
     for src, tgt in itertools.zip_longest(src_lines, tgt_lines):
         if src is None or tgt is None:
@@ -77,7 +58,7 @@ def _moses_rows(src_path: str, tgt_path: str) -> Iterator[dict[str, Any]]:
 
 
 def _tsv_rows(path: str) -> Iterator[dict[str, Any]]:
-    for n, line in read_lines(Path(path)):
+    for n, line in _corpus_lines(Path(path)):
         if not line.strip():
             yield {"id": str(n), "src": "", "tgt": "", "refs": []}  # dropped and counted by cleaning
             continue

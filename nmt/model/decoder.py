@@ -29,16 +29,25 @@ import torch
 from torch import Tensor, nn
 
 from nmt.config import DecoderStep, ModelConfig, RnnType
-from nmt.errors import NmtError
 from nmt.model.attention import build_attention
 from nmt.model.encoder import encoder_size
 from nmt.model.state import DecoderState, EncoderOutput
-from nmt.tokenizer import PAD_ID
+from nmt.vocab import PAD_ID
 
 
 def _stack(layers: list[Tensor]) -> Tensor:
     """Per-layer ``[batch, hidden]`` -> ``[layers, batch, hidden]`` (a view for one layer)."""
     return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)
+
+
+def _zero_feed(zeros: Tensor) -> Tensor:
+    """The Luong step's h~_0 = 0 ``[batch, hidden]``, from zeros ``[layers, batch, hidden]``."""
+    return zeros[0]
+
+
+def _no_feed(zeros: Tensor) -> None:
+    """The Bahdanau step feeds nothing back."""
+    return None
 
 
 class Decoder(nn.Module):
@@ -51,7 +60,10 @@ class Decoder(nn.Module):
         self.hidden_size = hid
         self.num_layers = cfg.dec_layers
         self.is_lstm = cfg.rnn_type == RnnType.lstm
-        self.input_feeding = cfg.decoder_step == DecoderStep.luong
+        input_feeding = cfg.decoder_step == DecoderStep.luong
+        # The step order is fixed for the model's life: pick its step and its h~_0 once, not at every call.
+        self._step = self._luong_step if input_feeding else self._bahdanau_step
+        self._initial_feed = _zero_feed if input_feeding else _no_feed
 
         self.embedding = nn.Embedding(vocab_size, emb, padding_idx=PAD_ID)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -72,21 +84,15 @@ class Decoder(nn.Module):
         )
 
         cell = nn.LSTMCell if self.is_lstm else nn.GRUCell
-        feed = hid if self.input_feeding else annotation  # h~_{i-1} or c_i next to E y_{i-1}
+        feed = hid if input_feeding else annotation  # h~_{i-1} or c_i next to E y_{i-1}
         self.cells = nn.ModuleList(
             [cell(emb + feed if layer == 0 else hid, hid) for layer in range(cfg.dec_layers)]
         )
-        pre_in = hid + annotation if self.input_feeding else emb + hid + annotation
+        pre_in = hid + annotation if input_feeding else emb + hid + annotation
         self.pre_output = nn.Linear(pre_in, hid)  # W_c (luong) or W_o (bahdanau)
 
         self.output = nn.Linear(hid, vocab_size)
-        if cfg.tie_embeddings:
-            if emb != hid:
-                raise NmtError(
-                    f"model.tie_embeddings=true needs model.emb_size == model.hidden_size (the pre-output has "
-                    f"hidden_size units), got emb_size={emb} and hidden_size={hid}: make them equal or set "
-                    f"model.tie_embeddings=false"
-                )
+        if cfg.tie_embeddings:  # ModelConfig checks emb_size == hidden_size, the pre-output's width
             self.output.weight = self.embedding.weight
 
     def embed(self, tokens: Tensor) -> Tensor:
@@ -106,8 +112,7 @@ class Decoder(nn.Module):
         if self.is_lstm:
             assert enc.cell is not None, "an LSTM decoder needs an LSTM encoder's cell state"
             cell = zeros if self.cell_bridge is None else self._bridge(self.cell_bridge, enc.cell)
-        input_feed = zeros[0] if self.input_feeding else None
-        return DecoderState(hidden=hidden, cell=cell, input_feed=input_feed)
+        return DecoderState(hidden=hidden, cell=cell, input_feed=self._initial_feed(zeros))
 
     def _bridge(self, layers: nn.ModuleList, final: Tensor) -> Tensor:
         """``[enc_layers, batch, 2*enc_hidden]`` -> ``[dec_layers, batch, hidden]``."""
@@ -116,7 +121,7 @@ class Decoder(nn.Module):
     def step(
         self, emb: Tensor, state: DecoderState, enc: EncoderOutput
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """One decoder step.
+        """One decoder step, in the order the config chose at construction (``_bahdanau_step`` or ``_luong_step``).
 
         Args:
             emb: E y_{i-1} from ``embed``, ``[batch, emb]``.
@@ -126,18 +131,32 @@ class Decoder(nn.Module):
         Returns:
             pre-output ``[batch, hidden]``, the state after step i, attention weights ``[batch, src_len]``.
         """
-        if self.input_feeding:
-            hidden, cell = self._recur(torch.cat([emb, state.input_feed], dim=-1), state)
-            context, weights = self.attention(hidden[-1], enc.keys, enc.states, enc.mask)
-            h_tilde = torch.tanh(self.pre_output(self.dropout(torch.cat([hidden[-1], context], dim=-1))))
-            return h_tilde, DecoderState(hidden, cell, h_tilde), weights
+        return self._step(emb, state, enc)
+
+    def _bahdanau_step(
+        self, emb: Tensor, state: DecoderState, enc: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """Attend, then recur: the query is the previous top-layer state."""
+        # c_i = attention(s_{i-1}, h)
         context, weights = self.attention(state.hidden[-1], enc.keys, enc.states, enc.mask)
+        # s_i = RNN([E y_{i-1}; c_i], s_{i-1})
         hidden, cell = self._recur(torch.cat([emb, context], dim=-1), state)
-        state_context = self.dropout(
-            torch.cat([hidden[-1], context], dim=-1)
-        )  # emb had its dropout in `embed`
+        # t_i = tanh(W_o [E y_{i-1}; s_i; c_i] + b_o); E y_{i-1} had its dropout in `embed`
+        state_context = self.dropout(torch.cat([hidden[-1], context], dim=-1))
         pre = torch.tanh(self.pre_output(torch.cat([emb, state_context], dim=-1)))
         return pre, DecoderState(hidden, cell), weights
+
+    def _luong_step(
+        self, emb: Tensor, state: DecoderState, enc: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """Recur, then attend: the query is the new top-layer state; h~_i is fed back at the next step."""
+        # s_i = RNN([E y_{i-1}; h~_{i-1}], s_{i-1})
+        hidden, cell = self._recur(torch.cat([emb, state.input_feed], dim=-1), state)
+        # c_i = attention(s_i, h)
+        context, weights = self.attention(hidden[-1], enc.keys, enc.states, enc.mask)
+        # h~_i = tanh(W_c [s_i; c_i] + b_c)
+        h_tilde = torch.tanh(self.pre_output(self.dropout(torch.cat([hidden[-1], context], dim=-1))))
+        return h_tilde, DecoderState(hidden, cell, h_tilde), weights
 
     def _recur(self, x: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
         """Stacked cells: input ``[batch, in]`` -> new hidden (and cell) ``[layers, batch, hidden]``."""

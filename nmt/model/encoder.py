@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig, RnnType
-from nmt.tokenizer import PAD_ID
+from nmt.vocab import PAD_ID
 
 
 def encoder_size(cfg: ModelConfig) -> int:

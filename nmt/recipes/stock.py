@@ -259,54 +259,96 @@ def forecast(
     all gradient steps use train days only. With ``model.target=delta`` the model predicts the change
     ``s[t] - s[t-h]`` and the forecast is ``s[t-h] + change``: zero change is exactly the naive forecast.
     """
+    if regime == Bptt.window:
+        return window_forecast(series, n_train, cfg, device)
+    chunk = None if regime == Bptt.full else cfg.train.tbptt_steps
+    return sequence_forecast(series, n_train, chunk, cfg, device)
+
+
+@dataclass
+class ScaledSeries:
+    """The series scaled with its train part's range, and what both regimes need around it."""
+
+    scaler: MinMaxScaler
+    scaled: np.ndarray  # float64 [days]
+    test_t: np.ndarray  # the test days' indices
+    horizon: int
+    delta: bool  # model.target=delta: the model predicts the change since day t - horizon
+
+    def baseline(self, t: np.ndarray) -> np.ndarray | float:
+        """What a prediction for days ``t`` is relative to: ``scaled[t - h]`` for delta targets, else 0."""
+        return self.scaled[t - self.horizon] if self.delta else 0.0
+
+    def unscale(self, out: np.ndarray) -> np.ndarray:
+        """The model's outputs at the test days -> forecasts in dollars."""
+        return self.scaler.inverse(out + self.baseline(self.test_t))
+
+
+def _scale(series: np.ndarray, n_train: int, cfg: StockConfig) -> ScaledSeries:
     h, w = cfg.data.horizon, cfg.data.window
     if n_train < w + h + 1 or n_train >= len(series):
         raise NmtError(f"{len(series)} days, {n_train} for training: too few for window={w}, horizon={h}")
     scaler = MinMaxScaler.fit(series[:n_train])
-    scaled = scaler.transform(series)
-    delta = cfg.model.target == Target.delta
+    return ScaledSeries(
+        scaler, scaler.transform(series), np.arange(n_train, len(series)), h, cfg.model.target == Target.delta
+    )
+
+
+def _fresh_forecaster(cfg: StockConfig) -> Forecaster:
     torch.manual_seed(cfg.seed)
-    forecaster = Forecaster(cfg.model)
-    test_t = np.arange(n_train, len(series))
-    if regime == Bptt.window:
-        train_t = np.arange(w + h - 1, n_train)
-        x_train = torch.from_numpy(window_samples(scaled, train_t, w, h))
-        y_train = scaled[train_t] - (scaled[train_t - h] if delta else 0.0)
-        y_train = torch.from_numpy(y_train.astype(np.float32))
-        model: nn.Module = LastStep(forecaster)
-        fit(
-            model,
-            lambda epoch: tensor_batches(x_train, y_train, cfg.train.batch_size, True, cfg.seed, epoch),
-            nn.functional.mse_loss,
-            cfg.train,
-            device,
+    return Forecaster(cfg.model)
+
+
+def window_forecast(series: np.ndarray, n_train: int, cfg: StockConfig, device: torch.device) -> np.ndarray:
+    """``train.bptt=window``: independent windows of ``data.window`` past prices, the state reset per window."""
+    data = _scale(series, n_train, cfg)
+    model = LastStep(_fresh_forecaster(cfg))
+    h, w = cfg.data.horizon, cfg.data.window
+    train_t = np.arange(w + h - 1, n_train)
+    x_train = torch.from_numpy(window_samples(data.scaled, train_t, w, h))
+    y_train = torch.from_numpy((data.scaled[train_t] - data.baseline(train_t)).astype(np.float32))
+    fit(
+        model,
+        lambda epoch: tensor_batches(x_train, y_train, cfg.train.batch_size, True, cfg.seed, epoch),
+        nn.functional.mse_loss,
+        cfg.train,
+        device,
+    )
+    model.eval()
+    with torch.no_grad():
+        x_test = torch.from_numpy(window_samples(data.scaled, data.test_t, w, h)).to(device)
+        return data.unscale(model(x_test).cpu().numpy())
+
+
+def sequence_forecast(
+    series: np.ndarray, n_train: int, chunk: int | None, cfg: StockConfig, device: torch.device
+) -> np.ndarray:
+    """``train.bptt=full`` (``chunk=None``: the whole train period is one chunk) or ``truncated`` (chunks of
+    ``chunk`` steps): the train period as ONE sequence, the state carried from chunk to chunk."""
+    data = _scale(series, n_train, cfg)
+    carried = CarriedState(_fresh_forecaster(cfg))
+    h = cfg.data.horizon
+    train_t = np.arange(h, n_train)
+    inputs = torch.from_numpy(data.scaled[train_t - h].astype(np.float32)).view(1, -1, 1)
+    targets = torch.from_numpy((data.scaled[train_t] - data.baseline(train_t)).astype(np.float32)).view(1, -1)
+    steps = inputs.shape[1] if chunk is None else chunk
+    fit(
+        carried,
+        lambda epoch: sequence_chunks(carried, inputs, targets, steps),
+        nn.functional.mse_loss,
+        cfg.train,
+        device,
+        lr=cfg.train.sequence_lr,
+        epochs=cfg.train.sequence_epochs,
+    )
+    # Run the whole history once (train days warm the state up), read the outputs at test days' inputs.
+    carried.eval()
+    carried.reset()
+    with torch.no_grad():
+        history = (
+            torch.from_numpy(data.scaled[: len(series) - h].astype(np.float32)).view(1, -1, 1).to(device)
         )
-        model.eval()
-        with torch.no_grad():
-            out = model(torch.from_numpy(window_samples(scaled, test_t, w, h)).to(device)).cpu().numpy()
-    else:
-        inputs = torch.from_numpy(scaled[: n_train - h].astype(np.float32)).view(1, -1, 1)
-        targets = scaled[h:n_train] - (scaled[: n_train - h] if delta else 0.0)
-        targets = torch.from_numpy(targets.astype(np.float32)).view(1, -1)
-        steps = inputs.shape[1] if regime == Bptt.full else cfg.train.tbptt_steps
-        carried = CarriedState(forecaster)
-        fit(
-            carried,
-            lambda epoch: sequence_chunks(carried, inputs, targets, steps),
-            nn.functional.mse_loss,
-            cfg.train,
-            device,
-            lr=cfg.train.sequence_lr,
-            epochs=cfg.train.sequence_epochs,
-        )
-        # Run the whole history once (train days warm the state up), read the outputs at test days' inputs.
-        carried.eval()
-        carried.reset()
-        with torch.no_grad():
-            history = torch.from_numpy(scaled[: len(series) - h].astype(np.float32)).view(1, -1, 1).to(device)
-            out = carried(history)[0].cpu().numpy()[test_t - h]
-    pred_scaled = out + (scaled[test_t - h] if delta else 0.0)
-    return scaler.inverse(pred_scaled)
+        return data.unscale(carried(history)[0].cpu().numpy()[data.test_t - h])
 
 
 def run_stock(cfg: StockConfig) -> dict:

@@ -37,7 +37,7 @@ from nmt.serve.schemas import (
     TranslationOut,
     translate_request_model,
 )
-from nmt.translate import Translation, Translator, attention_records, normalize_line
+from nmt.translate import Translation, Translator, attention_records
 
 STATIC_DIR = Path(__file__).parent / "static"
 # the page loads only its own script and style, and talks only to this server
@@ -47,29 +47,6 @@ PAGE_HEADERS = {
 }
 WEIGHT_DECIMALS = 4
 NOT_AN_OBJECT = {"model_attributes_type", "model_type", "dict_type"}
-
-
-def check_serve_config(cfg: ServeConfig) -> None:
-    """Raise NmtError for limits that cannot work together."""
-    positive = ("max_lines", "max_line_chars", "max_body_bytes", "max_beam_size", "max_batch_tokens")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise NmtError(f"{name}={getattr(cfg, name)}: must be at least 1")
-    if cfg.request_timeout_s <= 0 or cfg.max_batch_wait_ms < 0:
-        raise NmtError(
-            f"request_timeout_s={cfg.request_timeout_s}, max_batch_wait_ms={cfg.max_batch_wait_ms}: "
-            "the timeout must be positive and the wait not negative"
-        )
-    if cfg.max_queue_lines < cfg.max_lines:
-        raise NmtError(
-            f"max_queue_lines={cfg.max_queue_lines} is below max_lines={cfg.max_lines}: "
-            "a full request could never be queued"
-        )
-    if not 1 <= cfg.search.nbest <= cfg.search.beam_size <= cfg.max_beam_size:
-        raise NmtError(
-            f"search.nbest={cfg.search.nbest}, search.beam_size={cfg.search.beam_size}: need "
-            f"1 <= nbest <= beam_size <= max_beam_size={cfg.max_beam_size}"
-        )
 
 
 def json_safe(value: Any) -> Any:
@@ -169,11 +146,10 @@ def create_app(translator: Translator, cfg: ServeConfig) -> FastAPI:
 
     The micro-batcher starts and stops with the app's lifespan (``with TestClient(app)`` runs it in tests).
     """
-    check_serve_config(cfg)
     info = _model_info(translator, cfg)
 
     def count_tokens(line: str) -> int:
-        text = normalize_line(line)
+        text = translator.normalise(line)
         return len(translator.tokenizer.encode_src([text])[0]) + 1 if text else 0
 
     batcher: MicroBatcher[SearchConfig, Translation] = MicroBatcher(

@@ -30,17 +30,16 @@ def serve(cfg: ServeConfig) -> None:
     import uvicorn
 
     from nmt.device import set_threads
-    from nmt.serve.app import check_serve_config, create_app
+    from nmt.serve.app import create_app
     from nmt.translate import Translator
 
-    check_serve_config(cfg)
     set_threads(cfg.threads)
     if not is_loopback(cfg.host):
         print(
             f"warning: host={cfg.host} makes the API reachable from other machines; it has no authentication",
             file=sys.stderr,
         )
-    translator = Translator.from_dir(cfg.model_dir, cfg.checkpoint, cfg.device, cfg.quantize)
+    translator = Translator.from_config(cfg)
     app = create_app(translator, cfg)
     print(f"serving {cfg.model_dir} on http://{cfg.host}:{cfg.port}/ (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(app, host=cfg.host, port=cfg.port, access_log=cfg.access_log, log_level="warning")

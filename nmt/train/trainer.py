@@ -11,33 +11,45 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from nmt.checkpoint import keep_previous, load_checkpoint, remove_stale_temps, save_checkpoint
-from nmt.config import Config, Precision, save_config
+from nmt.checkpoint import (
+    BEST,
+    CHECKPOINT_DIR,
+    LAST,
+    PREVIOUS_LAST,
+    checkpoint_path,
+    keep_previous,
+    load_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+    step_name,
+)
+from nmt.config import Config, CorpusSource, Precision
 from nmt.data.batching import Batch, TokenBucketSampler, collate
 from nmt.data.cache import load_entry
 from nmt.data.prepare import SUMMARY_FILE, PreparedData, prepare_data
 from nmt.device import seed_everything, set_threads
 from nmt.errors import NmtError
 from nmt.model import build_model
-from nmt.tokenizer import PAD_ID, Tokenizer
+from nmt.model_dir import write_model_config
+from nmt.tokenizer import Tokenizer
 from nmt.train import distributed
+from nmt.train.callbacks import TrainerCallbacks
 from nmt.train.loss import sequence_loss
 from nmt.train.monitor import Monitor, SilentMonitor, peak_rss_mib
 from nmt.train.schedules import LrSchedule
 from nmt.train.validate import validate
-
-CHECKPOINT_DIR = "checkpoints"
-PREVIOUS_LAST = "last.prev.pt"  # the full training state before the current `last.pt`
+from nmt.vocab import PAD_ID
 
 
 @dataclass
@@ -62,6 +74,31 @@ def config_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
+DEV_SETTING = {  # the setting that gives each corpus source its dev split
+    CorpusSource.text: "data.text.dev",
+    CorpusSource.hf: "data.hf.dev_split",
+    CorpusSource.bible: "data.bible.dev_books (with data.bible.split=books)",
+}
+
+
+def require_dev_set(cfg: Config) -> None:
+    """Training validates on the dev split: a text corpus without ``data.text.dev`` fails here, before any work."""
+    if cfg.data.source == CorpusSource.text and not cfg.data.text.dev:
+        raise NmtError(
+            "data.text.dev is not set, but training validates on a dev set (every train.validate_every "
+            "updates and at the end): give data.text.dev=PREFIX (PREFIX.src/PREFIX.tgt) or, with "
+            "data.text.format=tsv, a TSV file of held-out pairs"
+        )
+
+
+def _require_dev_pairs(prepared: PreparedData, cfg: Config) -> None:
+    if len(prepared.splits["dev"]) == 0:
+        raise NmtError(
+            f"the dev split of data.source={cfg.data.source} is empty, but training validates on it: "
+            f"check {DEV_SETTING[CorpusSource(cfg.data.source)]}"
+        )
+
+
 def load_prepared(run_dir: Path) -> PreparedData:
     """The data another process prepared for ``run_dir``: its tokenizer and the tokenized cache its summary names."""
     summary_path = run_dir / SUMMARY_FILE
@@ -80,19 +117,33 @@ def load_prepared(run_dir: Path) -> PreparedData:
 
 
 class Trainer:
-    """Trains ``cfg.model`` on ``cfg.data`` into the model directory ``cfg.run_dir``."""
+    """Trains ``cfg.model`` on ``cfg.data`` into the model directory ``cfg.run_dir``.
 
-    def __init__(self, cfg: Config, prepared: PreparedData | None = None) -> None:
+    ``callbacks`` watch the run's phases (see :mod:`nmt.train.callbacks`); checkpoint writes flush to disk
+    through ``fsync`` (see :func:`nmt.checkpoint.save_checkpoint`).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        prepared: PreparedData | None = None,
+        callbacks: TrainerCallbacks | None = None,
+        fsync: Callable[[int], None] = os.fsync,
+    ) -> None:
         self.cfg = cfg
+        self.callbacks = callbacks or TrainerCallbacks()
+        self.fsync = fsync
         self.ranks = distributed.current()  # rank 0 of 1 without a process group
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.device = distributed.rank_device(cfg.device, self.ranks)
+        require_dev_set(cfg)
         self.data = prepared if prepared is not None else self._prepare_data()
+        _require_dev_pairs(self.data, cfg)
         if self.ranks.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
+            write_model_config(cfg, self.run_dir)
         tok = self.data.tokenizer
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
         tc = cfg.train
@@ -100,11 +151,9 @@ class Trainer:
             self.model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay
         )
         self.schedule = LrSchedule(self.optimizer, tc)
-        train = self.data.splits["train"]
-        self.train_split = train.select_columns(["src_ids", "tgt_ids"])
+        self.train_split = self.data.splits["train"].select_columns(["src_ids", "tgt_ids"])
         self.sampler = TokenBucketSampler(
-            np.asarray(train["src_len"]),
-            np.asarray(train["tgt_len"]),
+            *self.data.lengths("train"),  # numpy arrays straight from Arrow: no Python int per pair
             tc.max_tokens,
             seed=cfg.seed,
             num_replicas=self.ranks.world_size,
@@ -164,9 +213,10 @@ class Trainer:
         """Continue from ``last``, or from ``last.prev`` (the full state saved before it) when ``last`` is missing
         or damaged. A damaged file is moved aside (``*.damaged``) so that the next save cannot rotate it over
         the good one."""
+        self.callbacks.before_resume()
         remove_stale_temps(self.ckpt_dir)
         damaged: list[tuple[Path, str]] = []
-        for path in (self.ckpt_dir / "last.pt", self.ckpt_dir / PREVIOUS_LAST):
+        for path in (checkpoint_path(self.ckpt_dir, LAST), checkpoint_path(self.ckpt_dir, PREVIOUS_LAST)):
             if not path.is_file():
                 continue
             try:
@@ -190,6 +240,7 @@ class Trainer:
                     f"warning: skipped damaged checkpoint (moved to {aside.name}): {message}"
                 )
             self.monitor_message(f"resumed from {path} at step {self.state.step}, epoch {self.state.epoch}")
+            self.callbacks.after_resume(path, self.state.step)
             return
         if damaged:
             raise NmtError(
@@ -198,6 +249,7 @@ class Trainer:
                 + ". Set resume=false or use a new run_dir to start over"
             )
         self.monitor_message(f"resume=true, but {self.ckpt_dir} has no checkpoint yet: starting fresh")
+        self.callbacks.after_resume(None, self.state.step)
 
     def _restore(self, bundle: dict[str, Any]) -> None:
         self.model.load_state_dict(bundle["model"])
@@ -228,18 +280,19 @@ class Trainer:
         bundle = self.checkpoint_state()
         if not full:
             bundle = {k: bundle[k] for k in ("format", "model", "state", "config")}
-        path = self.ckpt_dir / f"{name}.pt"
+        path = checkpoint_path(self.ckpt_dir, name)
         if not self.ranks.is_main:  # the ranks hold the same state; one writes it
             return path
-        if name == "last":
-            keep_previous(path, self.ckpt_dir / PREVIOUS_LAST)  # resume's fallback if `last` gets damaged
-        save_checkpoint(bundle, path)
+        self.callbacks.before_save(path)
+        if name == LAST:  # resume's fallback if `last` gets damaged
+            keep_previous(path, checkpoint_path(self.ckpt_dir, PREVIOUS_LAST))
+        save_checkpoint(bundle, path, self.fsync)
+        self.callbacks.after_save(path)
         return path
 
     def _keep_step_checkpoint(self) -> None:
-        name = f"step_{self.state.step:08d}"
-        self.save(name, full=False)
-        self.state.kept.append(f"{name}.pt")
+        path = self.save(step_name(self.state.step), full=False)
+        self.state.kept.append(path.name)
         while len(self.state.kept) > max(self.cfg.train.keep_checkpoints, 1):
             oldest = self.ckpt_dir / self.state.kept.pop(0)
             if self.ranks.is_main:
@@ -266,6 +319,7 @@ class Trainer:
         With R processes an update spans the batches of every rank: tokens, loss and NLL are sums over ranks,
         and the gradient is the same as one process would get from all those batches.
         """
+        self.callbacks.before_update(self.state.step + 1)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         world = self.ranks.world_size
@@ -328,7 +382,11 @@ class Trainer:
         tc, world = self.cfg.train, self.ranks.world_size
         if self.ranks.is_main:
             self.monitor: Monitor | SilentMonitor = Monitor(
-                self.run_dir, tc, resume_step=self.state.step if self.cfg.resume else None
+                self.run_dir,
+                tc,
+                updates_per_epoch=math.ceil(len(self.sampler) / tc.accumulate),
+                resume_step=self.state.step if self.cfg.resume else None,
+                resume_elapsed=self.state.elapsed,
             )
         else:
             self.monitor = SilentMonitor()
@@ -352,7 +410,7 @@ class Trainer:
             ):
                 self._validate()
             self._tick()
-            self.save("last")
+            self.save(LAST)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -409,6 +467,7 @@ class Trainer:
         self.state.step += 1
         self.state.tgt_tokens += tokens
         self.monitor.update(self.state.step, loss, nll, self.schedule.lr, tokens, self._tick())
+        self.callbacks.after_update(self.state.step)
         signum = distributed.max_over_ranks(self.stop_signal or 0)  # a signal to any rank stops all, here
         if signum:
             self.stop_signal = signum
@@ -417,33 +476,36 @@ class Trainer:
         if self.state.step % tc.validate_every == 0:
             keep_going = self._validate()
             self._tick()
-            self.save("last")
+            self.save(LAST)
             return keep_going
         if tc.checkpoint_every and self.state.step % tc.checkpoint_every == 0:
             self._tick()
-            self.save("last")
+            self.save(LAST)
         return True
 
     def _validate(self) -> bool:
         """Run validation, keep best/step checkpoints; False when early stopping triggers."""
         tc = self.cfg.train
+        self.callbacks.before_validation(self.state.step)
         # Rank 0 validates while the others wait for its record; all then take the same decisions from it.
         # elapsed: rank 0's training clock once this checkpoint exists (dev BLEU against wall-clock time); it
         # travels with the record, so every rank keeps the same history.
         record = distributed.main_only(
             lambda: {**validate(self.model, self.data, self.cfg, self.device), "elapsed": self._tick()}
         )
+        samples = record.pop("samples")  # for the monitor only: the history keeps numbers
         record.update(step=self.state.step, epoch=self.state.epoch, lr=self.schedule.lr)
         self.state.history.append(record)
+        self.callbacks.after_validation(record)
         self.schedule.after_validation(record["bleu"])
         if record["bleu"] > self.state.best_bleu:
             self.state.best_bleu = record["bleu"]
             self.state.bad_validations = 0
-            self.save("best", full=False)
+            self.save(BEST, full=False)
         else:
             self.state.bad_validations += 1
         self._keep_step_checkpoint()
-        self.monitor.validation(record, self.state.best_bleu)
+        self.monitor.validation(record, self.state.best_bleu, samples)
         if tc.patience and self.state.bad_validations >= tc.patience:
             self.state.stop_reason = f"early stopping: no dev BLEU gain in {tc.patience} validations"
             return False

@@ -11,10 +11,12 @@ import torch
 from nmt.config import Config
 from nmt.data.batching import eval_batches
 from nmt.data.prepare import PreparedData
-from nmt.evaluate import score_corpus
-from nmt.tokenizer import PAD_ID
+from nmt.decode import decode_ids
+from nmt.metrics import score_corpus
 from nmt.train.loss import sequence_loss
-from nmt.translate import decode_ids
+from nmt.vocab import PAD_ID
+
+SAMPLES = 3  # dev translations shown at each validation
 
 
 @torch.inference_mode()
@@ -32,8 +34,20 @@ def dev_loss(
     return nll / max(tokens, 1.0)
 
 
+def sample_indices(n_sentences: int, count: int = SAMPLES) -> list[int]:
+    """``count`` dev positions spread from the first to the last sentence (fewer when dev is smaller): the same
+    sentences at every validation, so the person training sees their translations improve."""
+    if n_sentences <= count:
+        return list(range(n_sentences))
+    return [i * (n_sentences - 1) // (count - 1) for i in range(count)]
+
+
 def validate(model: torch.nn.Module, data: PreparedData, cfg: Config, device: torch.device) -> dict[str, Any]:
-    """Score the model on (the first ``val_max_sentences`` of) dev; returns a JSON-ready record."""
+    """Score the model on (the first ``val_max_sentences`` of) dev.
+
+    Returns a JSON-ready record of numbers, plus under ``samples`` the source, reference and hypothesis of
+    ``SAMPLES`` fixed dev sentences (for the log and TensorBoard, not for the numeric history).
+    """
     started = time.monotonic()
     was_training = model.training
     model.eval()
@@ -56,4 +70,8 @@ def validate(model: torch.nn.Module, data: PreparedData, cfg: Config, device: to
         "bleu": scores["bleu"],
         "chrf": scores["chrf"],
         "seconds": time.monotonic() - started,
+        "samples": [
+            {"source": dev[i]["src"], "reference": dev[i]["tgt"], "hypothesis": hyps[i]}
+            for i in sample_indices(len(dev))
+        ],
     }

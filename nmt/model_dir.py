@@ -1,0 +1,130 @@
+"""Model directories are a versioned format: their ``config.yaml`` says which format it is and which nmt wrote it.
+
+A model directory is what training leaves in ``run_dir`` (``config.yaml``, the sentencepiece model(s),
+``checkpoints/best.pt``, ...). Its ``config.yaml`` is the resolved :class:`~nmt.config.Config` with one more
+top-level mapping::
+
+    format:
+      version: 2
+      written_by: nmt 0.1.0
+
+Formats:
+
+1. No ``format`` mapping. Directories written before ``model.enc_hidden_size`` and ``tokenizer.trim_vocab``
+   existed lack both keys: their encoder has ``model.hidden_size`` units per direction and their tokenizer is
+   not trimmed. Directories written after that and before the stamp have every key.
+2. The ``format`` mapping.
+
+Reading an older format upgrades it in memory (one line on stderr says what changed); the files are left alone.
+A format newer than :data:`MODEL_DIR_FORMAT` fails with the versions on both sides. A change to ``Config`` that
+older directories cannot be read with as they are (a key whose default would change an old model's behaviour,
+a renamed or reinterpreted key) bumps :data:`MODEL_DIR_FORMAT` and adds a step to :data:`UPGRADES`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import nmt
+from nmt.config import Config, to_object
+from nmt.errors import NmtError
+
+CONFIG_FILE = "config.yaml"
+FORMAT_KEY = "format"
+MODEL_DIR_FORMAT = 2
+
+
+def package_version() -> str:
+    """The installed nmt's version; the source tree's ``nmt.__version__`` when nmt runs uninstalled."""
+    try:
+        return importlib.metadata.version("nmt")
+    except importlib.metadata.PackageNotFoundError:
+        return nmt.__version__
+
+
+def write_model_config(cfg: Config, run_dir: str | Path) -> Path:
+    """Write ``run_dir/config.yaml``: the format stamp, then the resolved config; returns the path."""
+    path = Path(run_dir) / CONFIG_FILE
+    body = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    stamp = {"version": MODEL_DIR_FORMAT, "written_by": f"nmt {package_version()}"}
+    OmegaConf.save(OmegaConf.create({FORMAT_KEY: stamp, **body}), path)  # type: ignore[arg-type]
+    return path
+
+
+def _upgrade_format_1(raw: dict[str, Any]) -> list[str]:
+    """Fill in the keys that format 1 directories written before them lack, with the values they meant."""
+    changes = []
+    model = raw.setdefault("model", {})
+    if "enc_hidden_size" not in model:
+        # the encoder had hidden_size units per direction (256, the default then, when hidden_size is absent)
+        model["enc_hidden_size"] = model.get("hidden_size", 256)
+        changes.append(f"model.enc_hidden_size={model['enc_hidden_size']} (= model.hidden_size)")
+    tokenizer = raw.setdefault("tokenizer", {})
+    if "trim_vocab" not in tokenizer:
+        tokenizer["trim_vocab"] = False  # trimming did not exist
+        changes.append("tokenizer.trim_vocab=false")
+    return changes
+
+
+# UPGRADES[n] turns a format n config (a plain dict, edited in place) into format n + 1; returns what it set.
+UPGRADES: dict[int, Callable[[dict[str, Any]], list[str]]] = {1: _upgrade_format_1}
+
+
+def _format_stamp(raw: dict[str, Any], path: Path) -> tuple[int, str]:
+    """The (version, written_by) stamp of ``raw``, removed from it; format 1 when there is none."""
+    stamp = raw.pop(FORMAT_KEY, None)
+    if stamp is None:
+        return 1, "an nmt without format stamps"
+    version = stamp.get("version") if isinstance(stamp, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise NmtError(
+            f"{path}: `{FORMAT_KEY}` must be a mapping with an integer `version` >= 1, got {stamp!r}; "
+            "this config.yaml was not written by nmt training"
+        )
+    return version, str(stamp.get("written_by", "an unknown nmt"))
+
+
+def upgrade_config(raw: dict[str, Any], path: Path) -> tuple[int, list[str]]:
+    """Bring ``raw`` (a config.yaml's contents, edited in place) to :data:`MODEL_DIR_FORMAT`; returns the format it
+    had and the changes made. A newer format than this nmt reads is an NmtError."""
+    version, written_by = _format_stamp(raw, path)
+    if version > MODEL_DIR_FORMAT:
+        raise NmtError(
+            f"{path}: model directory format {version} (written by {written_by}), but nmt {package_version()} "
+            f"reads formats up to {MODEL_DIR_FORMAT}: upgrade nmt (pip install --upgrade nmt) to load it"
+        )
+    changes: list[str] = []
+    for step in range(version, MODEL_DIR_FORMAT):
+        changes += UPGRADES[step](raw)
+    return version, changes
+
+
+def read_model_config(model_dir: str | Path) -> Config:
+    """The :class:`Config` in ``model_dir/config.yaml``, upgraded in memory from an older format."""
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise NmtError(f"{path}: not found; a model directory holds the config.yaml its training wrote")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # yaml and omegaconf raise several types; the user needs the file and the reason
+        raise NmtError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, DictConfig):
+        raise NmtError(f"{path}: expected a mapping of config sections, got a list")
+    raw: dict[str, Any] = OmegaConf.to_container(loaded)  # type: ignore[assignment]
+    version, changes = upgrade_config(raw, path)
+    if version < MODEL_DIR_FORMAT:
+        done = ", ".join(changes) if changes else "no key needed a change"
+        print(
+            f"{path}: model directory format {version}, read as format {MODEL_DIR_FORMAT} ({done})",
+            file=sys.stderr,
+        )
+    try:
+        return to_object(raw, Config)
+    except Exception as exc:  # omegaconf raises several types; the user needs the file and the reason
+        raise NmtError(f"{path}: invalid config: {exc}") from exc

@@ -1,0 +1,6 @@
+"""Tools that measure and exercise the toolkit from outside, through its public API: speed and MFU
+(``benchmark``), a kill-anywhere resume drill (``fault_drill``, on the toy corpus of ``toy_corpus``), a multirun
+study's table (``study``), a load test of a running server (``load_test``), a large parallel corpus from the
+Bible's versions (``big_corpus``) and the time and memory of each preparation stage on it (``scale``). Each is an
+``nmt`` command (``nmt benchmark``, ...) and a script in ``scripts/``.
+"""
