@@ -54,6 +54,7 @@ def scale_config(work_dir, *overrides: str) -> ScaleConfig:
     return to_object(raw, ScaleConfig)
 
 
+@pytest.mark.slow
 def test_every_stage_is_measured_and_a_second_run_reuses_the_caches(tmp_path, capsys):
     work = tmp_path / "scale"
     first = scale_bench(scale_config(work, *TINY, "train_updates=1"))

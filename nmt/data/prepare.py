@@ -171,8 +171,9 @@ def _histogram(splits: datasets.DatasetDict, max_len: int, path: Path) -> None:
         top = max((int(v.max()) for v in lengths.values()), default=1)
         bins = np.linspace(0, top + 1, min(top + 2, 51))  # shared bins, so the splits' shapes compare
         for name, lens in lengths.items():
-            weights = np.full(len(lens), 1 / len(lens))
-            ax.hist(lens, bins=bins, weights=weights, histtype="step", label=f"{name} ({len(lens):,})")
+            # counted by numpy, drawn from the counts: ax.hist would copy the lengths (and weights) as floats
+            counts, _ = np.histogram(lens, bins=bins)
+            ax.stairs(counts / len(lens), bins, label=f"{name} ({len(lens):,})")
         if 0 < max_len <= 2 * top:
             ax.axvline(max_len, color="grey", linestyle=":", label=f"max_len {max_len}")
         ax.set(title=f"{side} length", xlabel="pieces per sentence", ylabel="fraction of pairs")

@@ -9,10 +9,10 @@ Preparation runs through :func:`nmt.data.prepare.prepare_data` itself, watched s
   ``/proc/self/clear_refs``). It counts the pages of memory-mapped Arrow files
   the stage touched, which the kernel can drop at any time;
 - ``peak_heap_mib``: the peak of its anonymous memory (``RssAnon``), what the process allocated itself; sampled;
-- ``workers_peak_pss_mib``: the peak of its child processes' memory together (``datasets.map`` workers under
-  ``num_proc > 1``), sampled, as proportional set sizes: forked workers share the parent's pages, and PSS
-  counts a shared page once over the processes that share it, where summed resident sets would count it in
-  each;
+- ``workers_peak_pss_mib`` / ``workers_peak_heap_mib``: the peaks of its child processes' memory together
+  (``datasets.map`` workers under ``num_proc > 1``), sampled, as proportional set sizes (all pages, and
+  anonymous pages only): forked workers share the parent's pages, and PSS counts a shared page once over the
+  processes that share it, where summed resident sets would count it in each;
 - ``maxrss_children_mib``: ``getrusage``'s peak of the largest child process finished so far (the same for
   every stage after the one whose workers set it: it only grows).
 
@@ -43,7 +43,15 @@ from nmt.errors import NmtError
 LENGTH_ARRAYS, SAMPLER_EPOCH, GENERATE = "length_arrays", "sampler_first_epoch", "generate_corpus"
 TRAIN_INIT, TRAIN_FIRST_UPDATE = "trainer_init", "first_updates"
 _STATUS_FIELDS = re.compile(r"^(VmRSS|VmHWM|RssAnon):\s+(\d+) kB", re.MULTILINE)
-_PSS = re.compile(r"^Pss:\s+(\d+) kB", re.MULTILINE)
+_COLUMNS = {  # the figures of a stage that the table shows, and their headings
+    "seconds": "seconds",
+    "peak_rss_mib": "peak RSS MiB",
+    "peak_heap_mib": "heap MiB",
+    "workers_peak_pss_mib": "workers PSS MiB",
+    "workers_peak_heap_mib": "workers heap MiB",
+}
+_PEAKS = ("rss", "heap", "workers", "workers_heap")  # what MemoryWatch samples, in KiB
+_PSS = re.compile(r"^(Pss|Pss_Anon):\s+(\d+) kB", re.MULTILINE)
 
 
 def _status(pid: int | str = "self") -> dict[str, int]:
@@ -63,23 +71,24 @@ def _children(pid: int | str) -> list[str]:
     return pids
 
 
-def _pss_kib(pid: str) -> int:
-    """A process's proportional set size in KiB (0 once it is gone)."""
+def _pss_kib(pid: str) -> dict[str, int]:
+    """A process's proportional set size, all pages (``Pss``) and anonymous ones (``Pss_Anon``), in KiB."""
     try:
-        found = _PSS.search(Path(f"/proc/{pid}/smaps_rollup").read_text())
-    except OSError:
-        return 0
-    return int(found.group(1)) if found else 0
+        return {name: int(kib) for name, kib in _PSS.findall(Path(f"/proc/{pid}/smaps_rollup").read_text())}
+    except OSError:  # the process is gone
+        return {}
 
 
-def _workers_pss_kib() -> int:
-    """The summed proportional set sizes of this process's descendants."""
-    total, todo = 0, _children("self")
+def _workers_pss_kib() -> tuple[int, int]:
+    """The summed proportional set sizes of this process's descendants: all pages, anonymous pages."""
+    pss = anon = 0
+    todo = _children("self")
     while todo:
         pid = todo.pop()
-        total += _pss_kib(pid)
+        sizes = _pss_kib(pid)
+        pss, anon = pss + sizes.get("Pss", 0), anon + sizes.get("Pss_Anon", 0)
         todo += _children(pid)
-    return total
+    return pss, anon
 
 
 def _reset_peak() -> bool:
@@ -104,6 +113,7 @@ class StageRecord:
     peak_rss_mib: float
     peak_heap_mib: float
     workers_peak_pss_mib: float
+    workers_peak_heap_mib: float
     maxrss_children_mib: float
 
 
@@ -119,7 +129,7 @@ class MemoryWatch:
         self.interval = interval
         self.records: list[StageRecord] = []
         self._lock = threading.Lock()
-        self._peaks = {"rss": 0, "heap": 0, "workers": 0}
+        self._peaks = dict.fromkeys(_PEAKS, 0)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample_until_done, name="memory-watch", daemon=True)
 
@@ -132,12 +142,12 @@ class MemoryWatch:
         self._thread.join()
 
     def _sample(self) -> None:
-        own, workers = _status(), _workers_pss_kib()
+        own = _status()
+        workers, workers_heap = _workers_pss_kib()
+        now = {"rss": own.get("VmRSS", 0), "heap": own.get("RssAnon", 0), "workers": workers}
         with self._lock:
-            peaks = self._peaks
-            peaks["rss"] = max(peaks["rss"], own.get("VmRSS", 0))
-            peaks["heap"] = max(peaks["heap"], own.get("RssAnon", 0))
-            peaks["workers"] = max(peaks["workers"], workers)
+            for name, kib in {**now, "workers_heap": workers_heap}.items():
+                self._peaks[name] = max(self._peaks[name], kib)
 
     def _sample_until_done(self) -> None:
         while not self._done.wait(self.interval):
@@ -148,7 +158,7 @@ class MemoryWatch:
         """Measure the stage run inside; its record is appended to ``records`` when it completes."""
         exact = _reset_peak()
         with self._lock:
-            self._peaks = {"rss": 0, "heap": 0, "workers": 0}
+            self._peaks = dict.fromkeys(_PEAKS, 0)
         self._sample()
         started = time.perf_counter()
         yield
@@ -165,6 +175,7 @@ class MemoryWatch:
                 peak_rss_mib=_mib(rss),
                 peak_heap_mib=_mib(peaks["heap"]),
                 workers_peak_pss_mib=_mib(peaks["workers"]),
+                workers_peak_heap_mib=_mib(peaks["workers_heap"]),
                 maxrss_children_mib=_mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
             )
         )
@@ -337,15 +348,8 @@ def measure(cfg: ScaleConfig) -> dict[str, Any]:
 
 def format_result(result: dict[str, Any]) -> str:
     """The stages as a table, then the caches, the totals and the training start."""
-    rows = [["stage", "seconds", "peak RSS MiB", "heap MiB", "workers PSS MiB"]]
-    for stage in result["stages"]:
-        rows.append(
-            [stage["name"]]
-            + [
-                f"{stage[k]:,.1f}"
-                for k in ("seconds", "peak_rss_mib", "peak_heap_mib", "workers_peak_pss_mib")
-            ]
-        )
+    rows = [["stage", *_COLUMNS.values()]]
+    rows += [[stage["name"], *(f"{stage[key]:,.1f}" for key in _COLUMNS)] for stage in result["stages"]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = [
         "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
