@@ -3,7 +3,9 @@ directory (translate, evaluate, visualize, notebooks, serve)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -137,3 +139,13 @@ def real_package_file(locate: Callable[[], Path]) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is missing")
     return path
+
+
+def loaded_after_import(modules: str, watched: Sequence[str]) -> list[str]:
+    """Which of the ``watched`` modules a fresh interpreter has loaded after ``import modules`` (a comma-separated
+    list): how a test proves that a light module does not drag a heavy one in."""
+    code = f"import sys, {modules}; print(','.join(m for m in {list(watched)!r} if m in sys.modules))"
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return [name for name in run.stdout.strip().split(",") if name]

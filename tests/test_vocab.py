@@ -1,9 +1,7 @@
 """The special ids: what models, search and the tokenizer agree on, without loading sentencepiece."""
 
-import subprocess
-import sys
-
 import pytest
+from corpus import loaded_after_import
 
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -14,8 +12,4 @@ def test_ids_are_distinct_and_first():
 
 @pytest.mark.slow
 def test_model_and_search_do_not_load_sentencepiece():
-    code = "import sys, nmt.model, nmt.search; print('sentencepiece' in sys.modules)"
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert run.stdout.strip() == "False"
+    assert loaded_after_import("nmt.model, nmt.search", ["sentencepiece"]) == []
