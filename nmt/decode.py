@@ -21,8 +21,10 @@ def decode_ids(
     cfg: SearchConfig,
     device: torch.device,
     on_batch: Callable[[int], None] | None = None,
+    attention: bool = True,
 ) -> list[list[Hypothesis]]:
-    """Search every source sentence (subword ids, no specials); n-best lists in input order.
+    """Search every source sentence (subword ids, no specials); n-best lists in input order, with their attention
+    when ``attention`` (scoring needs none: search then keeps no attention buffer).
 
     Batches hold at most ``cfg.batch_tokens`` source tokens and are sorted by length, so padding stays small.
     ``on_batch(n)`` is called after each batch of ``n`` sentences (progress bars).
@@ -30,7 +32,9 @@ def decode_ids(
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     for batch in eval_batches(src_ids, None, cfg.batch_tokens):
         batch = batch.to(device)
-        for index, nbest in zip(batch.indices.tolist(), search(model, batch.src, batch.src_lengths, cfg)):
+        for index, nbest in zip(
+            batch.indices.tolist(), search(model, batch.src, batch.src_lengths, cfg, attention)
+        ):
             results[index] = nbest
         if on_batch is not None:
             on_batch(len(batch.indices))

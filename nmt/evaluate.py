@@ -120,7 +120,7 @@ def translate_split(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
     if cfg.refs:
         refs = [_file_lines(path) for path in cfg.refs]
     started = time.perf_counter()
-    translations = translator.translate(sources, cfg.search)
+    translations = translator.translate(sources, cfg.search, attention=False)
     seconds = time.perf_counter() - started
     hyps = [t.text for t in translations]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,8 @@ from nmt.config import Config, CorpusSource, DataConfig, PushConfig
 from nmt.errors import NmtError
 from nmt.hub_probe import hub_endpoint, hub_offline, hub_reachable, probe_address
 from nmt.model.encoder import encoder_size
-from nmt.model_dir import CONFIG_FILE, package_version, read_model_config
+from nmt.model_dir import CONFIG_FILE, HUB_SCHEME, is_hub_name, package_version, read_model_config
 
-HUB_SCHEME = "hf://"
 BEST_CHECKPOINT = "checkpoints/best.pt"
 TOKENIZER_FILES = ("spm.model", "spm.src.model", "spm.tgt.model", "tokenizer.json")
 # What a pushed repository holds: what translation needs, then what describes the model. Training state
@@ -65,11 +64,6 @@ def _unreachable() -> str:
 
 
 # ------------------------------------------------------------------------------------------- download
-def is_hub_name(name: str | Path) -> bool:
-    """Whether ``name`` is an ``hf://`` model name rather than a local path."""
-    return isinstance(name, str) and name.startswith(HUB_SCHEME)
-
-
 def output_dir(model_dir: str | Path, name: str) -> Path:
     """Where a command writes what it makes of a model (``eval``, ``attention``): inside a local model directory,
     but in the working directory for an ``hf://`` model, whose files live in the read-only HF cache."""

@@ -5,7 +5,7 @@ A model directory is what training leaves in ``run_dir`` (``config.yaml``, the s
 top-level mapping::
 
     format:
-      version: 2
+      version: 3
       written_by: nmt 0.1.0
 
 Formats:
@@ -14,6 +14,10 @@ Formats:
    existed lack both keys: their encoder has ``model.hidden_size`` units per direction and their tokenizer is
    not trimmed. Directories written after that and before the stamp have every key.
 2. The ``format`` mapping.
+3. ``train.ema_decay`` (the weight average that ``best`` holds), ``train.decay_start`` (of the budget schedules,
+   new with them) and ``data.bible.extra_src_versions`` / ``extra_tgt_versions``. Format 2 directories were
+   trained without any of them: they read as ``ema_decay=0``, ``decay_start=0`` and no extra versions, whatever
+   today's defaults are, so that resuming one continues the run it was.
 
 Reading an older format upgrades it in memory (one line on stderr says what changed); the files are left alone.
 A format newer than :data:`MODEL_DIR_FORMAT` fails with the versions on both sides. A change to ``Config`` that
@@ -37,7 +41,14 @@ from nmt.errors import NmtError
 
 CONFIG_FILE = "config.yaml"
 FORMAT_KEY = "format"
-MODEL_DIR_FORMAT = 2
+MODEL_DIR_FORMAT = 3
+HUB_SCHEME = "hf://"  # a model_dir naming a hub repository (nmt.hub), not a local path
+
+
+def is_hub_name(name: str | Path) -> bool:
+    """Whether ``name`` is an ``hf://`` model name rather than a local path: here, not in :mod:`nmt.hub`, so
+    that loading a local model directory does not import huggingface_hub (a third of a second)."""
+    return isinstance(name, str) and name.startswith(HUB_SCHEME)
 
 
 def package_version() -> str:
@@ -72,8 +83,24 @@ def _upgrade_format_1(raw: dict[str, Any]) -> list[str]:
     return changes
 
 
+def _upgrade_format_2(raw: dict[str, Any]) -> list[str]:
+    """Format 2 trained without a weight average and on one version per side."""
+    changes = []
+    train = raw.setdefault("train", {})
+    for key in ("ema_decay", "decay_start"):  # no average; decay_start: no schedule read it yet
+        if key not in train:
+            train[key] = 0.0
+            changes.append(f"train.{key}=0.0")
+    bible = raw.setdefault("data", {}).setdefault("bible", {})
+    for key in ("extra_src_versions", "extra_tgt_versions"):
+        if key not in bible:
+            bible[key] = []
+            changes.append(f"data.bible.{key}=[]")
+    return changes
+
+
 # UPGRADES[n] turns a format n config (a plain dict, edited in place) into format n + 1; returns what it set.
-UPGRADES: dict[int, Callable[[dict[str, Any]], list[str]]] = {1: _upgrade_format_1}
+UPGRADES: dict[int, Callable[[dict[str, Any]], list[str]]] = {1: _upgrade_format_1, 2: _upgrade_format_2}
 
 
 def _format_stamp(raw: dict[str, Any], path: Path) -> tuple[int, str]:

@@ -28,6 +28,13 @@ never changes the result, only stops early. (a) is the usual beam cap, and makes
 first EOS, i.e. behave exactly like greedy search. Done sentences leave the working set (``index_select``
 on the encoder output and the state), so the batch shrinks as sentences finish.
 
+No history is copied while searching: each step writes its tokens, the beam each new beam extends, and the
+attention weights into buffers allocated once per batch (``[batch, beam, max_len]``; the attention
+``[batch, beam, max_len + 1, src_len]`` only when asked for), and the decoder state is reordered by one
+``index_select``. The n-best are traced back through those pointers once, at the end, so the bookkeeping is
+O(length) per sentence, not O(length^2). (``no_repeat_ngram`` still reorders a ``[rows, max_len]`` token buffer
+at each step: its rule reads every alive beam's whole history anyway.)
+
 The searches do not change the model's train/eval mode: call ``model.eval()`` first.
 """
 
@@ -63,31 +70,86 @@ class Hypothesis:
     tokens: list[int]  # without BOS/EOS
     score: float  # ranking score after length normalisation
     log_prob: float  # raw sum of token log-probs (incl. EOS)
-    attention: Tensor  # [len(tokens)+1, src_len_of_this_sentence], row per output step incl. EOS; CPU
+    # [len(tokens)+1, src_len_of_this_sentence], row per output step incl. EOS; CPU. None when not requested.
+    attention: Tensor | None
 
 
 @dataclass
 class _Finished:
-    """Hypotheses finished at one step (device tensors, moved to the CPU once at the end)."""
+    """Hypotheses finished at one step; their tokens and attention stay in the :class:`_History` until the end."""
 
     sentence: Tensor  # [m] index in the input batch
-    tokens: Tensor  # [m, step]
-    attention: Tensor  # [m, step+1, src_len]
+    beam: Tensor  # [m] the beam that emitted EOS (its history is that beam's after the previous step)
+    step: int  # = len(tokens)
     log_prob: Tensor  # [m]
     score: Tensor  # [m]
 
 
+class _History:
+    """What every beam did at every step, written in place: no history is copied while searching.
+
+    Indexed by ``[sentence of the input batch, beam, step]``, so sentences that leave the working set keep their
+    records. ``tokens``/``parents``: the token beam k chose at step t and the beam (before step t's reordering)
+    it extends; ``attention``: the weights of beam k's decoder step t (before the reordering). A hypothesis's
+    tokens and attention are found once at the end by following ``parents`` back (:meth:`resolve`).
+    """
+
+    def __init__(self, n: int, beam: int, max_len: int, src_len: int, device: torch.device, attention: bool):
+        self.tokens = torch.zeros(n, beam, max_len, dtype=torch.long, device=device)
+        self.parents = torch.zeros(n, beam, max_len, dtype=torch.long, device=device)
+        # uninitialised: every row a hypothesis reads was written; the rest is cut off in _collect
+        self.attention = torch.empty(n, beam, max_len + 1, src_len, device=device) if attention else None
+
+    def record_attention(self, sentence: Tensor, step: int, weights: Tensor) -> None:
+        """``sentence`` ``[n]`` batch indices of the working rows, ``weights`` ``[n * beam, src_len]``."""
+        if self.attention is not None:
+            self.attention[sentence, :, step] = weights.float().view(sentence.numel(), -1, weights.size(-1))
+
+    def record_step(self, sentence: Tensor, step: int, tokens: Tensor, parents: Tensor | None) -> None:
+        """The beams after step ``step``: ``tokens`` and ``parents`` ``[n, beam]`` (None: beam 0 extends beam 0)."""
+        self.tokens[sentence, :, step] = tokens
+        if parents is not None:
+            self.parents[sentence, :, step] = parents
+
+    def resolve(
+        self, sentence: list[int], beam: list[int], length: list[int]
+    ) -> tuple[list[list[int]], Tensor | None]:
+        """Hypotheses whose beam ``beam[i]`` emitted EOS at step ``length[i]``: their tokens, and their attention
+        ``[m, max(length) + 1, src_len]`` on the CPU (rows past ``length[i]`` are padding; None if not recorded).
+        """
+        m, top = len(sentence), max(length, default=0)
+        tokens, parents = self.tokens.cpu().numpy(), self.parents.cpu().numpy()
+        sentence_np, length_np = np.asarray(sentence), np.asarray(length)
+        row = np.zeros((m, top + 1), dtype=np.int64)  # the beam each hypothesis was on at each step
+        out = np.zeros((m, top), dtype=np.int64)
+        at = np.zeros(m, dtype=np.int64)
+        for step in range(top, -1, -1):
+            at = np.where(length_np == step, np.asarray(beam), at)  # hypotheses ending here start their walk
+            row[:, step] = at
+            if step > 0:
+                out[:, step - 1] = tokens[sentence_np, at, step - 1]
+                at = parents[sentence_np, at, step - 1]
+        hyp_tokens = [out[i, : length[i]].tolist() for i in range(m)]
+        if self.attention is None:
+            return hyp_tokens, None
+        device = self.attention.device
+        steps = torch.arange(top + 1, device=device).unsqueeze(0)
+        index = torch.from_numpy(sentence_np).to(device).unsqueeze(1), torch.from_numpy(row).to(device), steps
+        return hyp_tokens, self.attention[index].cpu()
+
+
 def search(
-    model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig
+    model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig, attention: bool = True
 ) -> list[list[Hypothesis]]:
     """Translate one batch: ``src`` ``[batch, src_len]`` (PAD-padded), ``src_lengths`` ``[batch]``.
 
-    Returns per sentence the ``cfg.nbest`` best hypotheses, best first (greedy search when ``beam_size`` is 1).
+    Returns per sentence the ``cfg.nbest`` best hypotheses, best first (greedy search when ``beam_size`` is 1),
+    with their attention if ``attention`` (else ``Hypothesis.attention`` is None and none is kept).
     """
     with torch.inference_mode():
         if cfg.beam_size == 1:
-            return greedy_search(model, src, src_lengths, cfg)
-        return beam_search(model, src, src_lengths, cfg)
+            return greedy_search(model, src, src_lengths, cfg, attention)
+        return beam_search(model, src, src_lengths, cfg, attention)
 
 
 def max_output_lengths(src_lengths: Tensor, cfg: SearchConfig) -> Tensor:
@@ -109,31 +171,31 @@ def length_norm(length: Tensor, cfg: SearchConfig) -> Tensor:
 
 @torch.inference_mode()
 def greedy_search(
-    model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig
+    model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig, attention: bool = True
 ) -> list[list[Hypothesis]]:
     """The most probable next token at each step (``cfg.beam_size`` is ignored, ``nbest`` must be 1).
 
-    ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``; one hypothesis per sentence. Gives exactly what
-    :func:`beam_search` gives with ``beam_size=1``.
+    ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``; one hypothesis per sentence, with its attention
+    if ``attention``. Gives exactly what :func:`beam_search` gives with ``beam_size=1``.
     """
     device = src.device
     n = src.size(0)
     enc = model.encode(src, src_lengths)
     state = model.init_decoder_state(enc)
     max_lens = max_output_lengths(src_lengths, cfg).to(device)
+    history = _History(n, 1, int(max_lens.max()) if n else 0, src.size(1), device, attention)
     sentence = torch.arange(n, device=device)
-    tokens = torch.zeros(n, 0, dtype=torch.long, device=device)
-    attention = torch.zeros(n, 0, src.size(1), device=device)
     log_prob = torch.zeros(n, device=device)
     prev = torch.full((n,), BOS_ID, dtype=torch.long, device=device)
     found: list[_Finished] = []
     step = 0
     while True:
         log_probs, state, step_attention = model.decode_step(prev, state, enc)
-        log_probs = _constrain(log_probs, tokens, step, max_lens, cfg)
+        history.record_attention(sentence, step, step_attention)
+        emitted = history.tokens[sentence, 0, :step] if cfg.no_repeat_ngram else None
+        log_probs = _constrain(log_probs, emitted, step, max_lens, cfg)
         # the same sum as beam search ranks, so both pick the same token and accumulate the same float
         log_prob, token = (log_prob.unsqueeze(1) + log_probs).max(dim=1)
-        attention = torch.cat([attention, step_attention.float().unsqueeze(1)], dim=1)
         done = (token == EOS_ID).cpu().numpy()  # EOS is forced at the maximum length, so this always ends
         if done.any():
             ended = torch.from_numpy(np.flatnonzero(done)).to(device)
@@ -141,8 +203,8 @@ def greedy_search(
             found.append(
                 _Finished(
                     sentence=sentence[ended],
-                    tokens=tokens[ended],
-                    attention=attention[ended],
+                    beam=torch.zeros_like(ended),
+                    step=step,
                     log_prob=log_prob[ended],
                     score=log_prob[ended] / length_norm(length, cfg),
                 )
@@ -151,22 +213,21 @@ def greedy_search(
                 break
             live = torch.from_numpy(np.flatnonzero(~done)).to(device)
             enc, state = enc.index_select(live), state.index_select(live)
-            sentence, tokens, attention = sentence[live], tokens[live], attention[live]
-            log_prob, token, max_lens = log_prob[live], token[live], max_lens[live]
-        tokens = torch.cat([tokens, token.unsqueeze(1)], dim=1)
+            sentence, log_prob, token, max_lens = sentence[live], log_prob[live], token[live], max_lens[live]
+        history.record_step(sentence, step, token.unsqueeze(1), None)
         prev = token
         step += 1
-    return _collect(found, src_lengths, n, nbest=1)
+    return _collect(found, history, src_lengths, n, nbest=1)
 
 
 @torch.inference_mode()
 def beam_search(
-    model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig
+    model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig, attention: bool = True
 ) -> list[list[Hypothesis]]:
     """Batched beam search (see the module docstring for the rules and the stopping rule).
 
     ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``; per sentence up to ``cfg.nbest`` distinct
-    hypotheses, best score first.
+    hypotheses, best score first, with their attention if ``attention``.
     """
     beam, nbest = cfg.beam_size, cfg.nbest
     device = src.device
@@ -176,12 +237,15 @@ def beam_search(
     rows = torch.arange(n, device=device).repeat_interleave(beam)
     enc, state = enc.index_select(rows), state.index_select(rows)  # rows [n * beam], sentence-major
     max_lens = max_output_lengths(src_lengths, cfg).to(device)
+    longest = int(max_lens.max()) if n else 0
+    history = _History(n, beam, longest, src.size(1), device, attention)
+    # the n-gram rule reads whole histories, so it keeps the alive beams' tokens row by row
+    emitted = torch.zeros(n * beam, longest, dtype=torch.long, device=device) if cfg.no_repeat_ngram else None
     sentence = torch.arange(n, device=device)
     scores = torch.full((n, beam), NEG_INF, device=device)
     # one live beam at the start, else the first step would pick the same token `beam` times
     scores[:, 0] = 0.0
-    tokens = torch.zeros(n, beam, 0, dtype=torch.long, device=device)
-    attention = torch.zeros(n, beam, 0, src.size(1), device=device)
+    row_max_lens = max_lens.repeat_interleave(beam)
     prev = torch.full((n * beam,), BOS_ID, dtype=torch.long, device=device)
     n_finished = torch.zeros(n, dtype=torch.long, device=device)
     kept = torch.full((n, nbest), NEG_INF, device=device)  # best finished scores so far, best first
@@ -189,11 +253,11 @@ def beam_search(
     step = 0
     while True:
         log_probs, state, step_attention = model.decode_step(prev, state, enc)
+        history.record_attention(sentence, step, step_attention)
         vocab = log_probs.size(-1)
         log_probs = _constrain(
-            log_probs, tokens.flatten(0, 1), step, max_lens.repeat_interleave(beam), cfg
+            log_probs, None if emitted is None else emitted[:, :step], step, row_max_lens, cfg
         ).view(n, beam, vocab)
-        step_attention = step_attention.float().view(n, beam, -1)
         candidates = (scores.unsqueeze(2) + log_probs).view(n, beam * vocab)
         top_scores, top_index = candidates.topk(min(2 * beam, beam * vocab), dim=1)  # [n, 2*beam]
         origin, token = top_index // vocab, top_index % vocab
@@ -225,14 +289,11 @@ def beam_search(
         if final_np.any():
             row_np, col_np = np.nonzero(final_np)
             row, col = torch.from_numpy(row_np).to(device), torch.from_numpy(col_np).to(device)
-            beam_of = top_index[row, col] // vocab
             found.append(
                 _Finished(
                     sentence=sentence[row],
-                    tokens=tokens[row, beam_of],
-                    attention=torch.cat(
-                        [attention[row, beam_of], step_attention[row, beam_of].unsqueeze(1)], dim=1
-                    ),
+                    beam=top_index[row, col] // vocab,
+                    step=step,
                     log_prob=top_scores[row, col],
                     score=final_scores[row, col],
                 )
@@ -240,36 +301,40 @@ def beam_search(
         if done_np.all():
             break
 
-        batch_rows = torch.arange(n, device=device).unsqueeze(1)
-        tokens = torch.cat([tokens[batch_rows, origin], token.unsqueeze(2)], dim=2)
-        attention = torch.cat(
-            [attention[batch_rows, origin], step_attention[batch_rows, origin].unsqueeze(2)], dim=2
-        )
-        reorder = batch_rows * beam + origin  # [n, beam] state rows the new beams extend
+        # [n, beam] state rows the new beams extend
+        reorder = torch.arange(n, device=device).unsqueeze(1) * beam + origin
         if done_np.any():
             live = torch.from_numpy(np.flatnonzero(~done_np)).to(device)
-            tokens, attention, scores, reorder = tokens[live], attention[live], scores[live], reorder[live]
+            origin, token, scores, reorder = origin[live], token[live], scores[live], reorder[live]
             sentence, max_lens = sentence[live], max_lens[live]
             n_finished, kept = n_finished[live], kept[live]
-            enc = enc.index_select((live.unsqueeze(1) * beam + torch.arange(beam, device=device)).flatten())
+            live_rows = (live.unsqueeze(1) * beam + torch.arange(beam, device=device)).flatten()
+            enc, row_max_lens = enc.index_select(live_rows), row_max_lens[live_rows]
             n = live.numel()
+        history.record_step(sentence, step, token, origin)
         state = state.index_select(reorder.flatten())
-        prev = tokens[:, :, -1].flatten()
+        prev = token.flatten()
+        if emitted is not None:
+            emitted = emitted.index_select(0, reorder.flatten())
+            emitted[:, step] = prev
         step += 1
-    return _collect(found, src_lengths, src.size(0), nbest)
+    return _collect(found, history, src_lengths, src.size(0), nbest)
 
 
-def _constrain(log_probs: Tensor, history: Tensor, step: int, max_lens: Tensor, cfg: SearchConfig) -> Tensor:
+def _constrain(
+    log_probs: Tensor, history: Tensor | None, step: int, max_lens: Tensor, cfg: SearchConfig
+) -> Tensor:
     """Forbidden next tokens set to -inf.
 
-    ``log_probs`` ``[rows, vocab]``; ``history`` ``[rows, step]`` tokens emitted so far (no BOS);
-    ``max_lens`` ``[rows]``. Returns a new float32 ``[rows, vocab]``.
+    ``log_probs`` ``[rows, vocab]``; ``history`` ``[rows, step]`` tokens emitted so far (no BOS), needed only
+    for ``no_repeat_ngram`` (None without it); ``max_lens`` ``[rows]``. Returns a new float32 ``[rows, vocab]``.
     """
     log_probs = log_probs.float().clone()
     eos = log_probs[:, EOS_ID].clone()
     log_probs[:, PAD_ID] = NEG_INF
     log_probs[:, BOS_ID] = NEG_INF
     if cfg.no_repeat_ngram and step >= cfg.no_repeat_ngram:
+        assert history is not None, "no_repeat_ngram needs the emitted tokens"
         log_probs.masked_fill_(
             _repeated_ngram_tokens(history, cfg.no_repeat_ngram, log_probs.size(1)), NEG_INF
         )
@@ -299,24 +364,23 @@ def _repeated_ngram_tokens(history: Tensor, n: int, vocab: int) -> Tensor:
     return hits.scatter_add_(1, followers, match.long()) > 0
 
 
-def _collect(found: list[_Finished], src_lengths: Tensor, n: int, nbest: int) -> list[list[Hypothesis]]:
+def _collect(
+    found: list[_Finished], history: _History, src_lengths: Tensor, n: int, nbest: int
+) -> list[list[Hypothesis]]:
     """Finished hypotheses -> per sentence the ``nbest`` best (stable: earlier-found first on ties)."""
-    lengths = src_lengths.tolist()
-    per_sentence: list[list[tuple[float, float, list[int], Tensor]]] = [[] for _ in range(n)]
+    per_sentence: list[list[tuple[float, float, int, int]]] = [[] for _ in range(n)]
     for chunk in found:
-        attention = chunk.attention.cpu()
-        for s, toks, log_prob, score, att in zip(
-            chunk.sentence.tolist(),
-            chunk.tokens.tolist(),
-            chunk.log_prob.tolist(),
-            chunk.score.tolist(),
-            attention,
+        for s, beam, log_prob, score in zip(
+            chunk.sentence.tolist(), chunk.beam.tolist(), chunk.log_prob.tolist(), chunk.score.tolist()
         ):
-            per_sentence[s].append((score, log_prob, toks, att))
-    return [
-        [
-            Hypothesis(tokens=toks, score=score, log_prob=log_prob, attention=att[:, : lengths[s]].clone())
-            for score, log_prob, toks, att in sorted(hyps, key=lambda h: -h[0])[:nbest]
-        ]
-        for s, hyps in enumerate(per_sentence)
-    ]
+            per_sentence[s].append((score, log_prob, beam, chunk.step))
+    best = [(s, h) for s, hyps in enumerate(per_sentence) for h in sorted(hyps, key=lambda h: -h[0])[:nbest]]
+    tokens, attention = history.resolve(
+        [s for s, _ in best], [h[2] for _, h in best], [h[3] for _, h in best]
+    )
+    lengths = src_lengths.tolist()
+    results: list[list[Hypothesis]] = [[] for _ in range(n)]
+    for i, (s, (score, log_prob, _, step)) in enumerate(best):
+        att = None if attention is None else attention[i, : step + 1, : lengths[s]].clone()
+        results[s].append(Hypothesis(tokens=tokens[i], score=score, log_prob=log_prob, attention=att))
+    return results

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
-from sentencepiece import sentencepiece_model_pb2
 
 from nmt.config import TokenizerConfig
 from nmt.errors import NmtError
@@ -162,6 +161,8 @@ class SideVocab:
 
 def write_trimmed_model(joint_model: Path, keep: set[int], out: Path) -> None:
     """Copy ``joint_model`` to ``out`` with every normal piece outside ``keep`` marked unused."""
+    from sentencepiece import sentencepiece_model_pb2  # protobuf: only training trims, translation never does
+
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(joint_model.read_bytes())
     normal, unused = (

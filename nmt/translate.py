@@ -31,11 +31,10 @@ from nmt.config import Config, Quantize, SearchConfig, TranslateConfig, WeightsC
 from nmt.decode import decode_ids
 from nmt.device import resolve_device
 from nmt.errors import NmtError
-from nmt.hub import resolve_model_dir
 from nmt.lines import STDIN, OnInvalid, read_lines
 from nmt.model import build_model
 from nmt.model.ensemble import Ensemble
-from nmt.model_dir import read_model_config
+from nmt.model_dir import is_hub_name, read_model_config
 from nmt.search import Hypothesis
 from nmt.tokenizer import Tokenizer
 
@@ -63,7 +62,11 @@ def load_model_dir(
     last K kept step checkpoints instead; ensembling is :meth:`Translator.from_dir`'s.
     """
     weights = weights or WeightsChoice()
-    model_dir = resolve_model_dir(model_dir)
+    if is_hub_name(model_dir):
+        from nmt.hub import resolve_model_dir  # huggingface_hub: only for a model on the hub
+
+        model_dir = resolve_model_dir(model_dir)
+    model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise NmtError(f"model_dir={model_dir}: not a directory (point it at a training run directory)")
     config = read_model_config(model_dir)
@@ -154,11 +157,13 @@ class Translator:
         cfg: SearchConfig | None = None,
         on_batch: Callable[[int], None] | None = None,
         first_line: int = 1,
+        attention: bool = True,
     ) -> list[Translation]:
         """Translate ``lines``; the result has exactly one :class:`Translation` per line, in order.
 
         ``on_batch(n)`` is called after each decoding batch of ``n`` non-empty lines (progress bars);
-        ``first_line`` is the number of ``lines[0]`` in its file, for the warning about a line that is cut.
+        ``first_line`` is the number of ``lines[0]`` in its file, for the warning about a line that is cut;
+        ``attention=False`` leaves every hypothesis's ``attention`` None (faster, for text alone).
         """
         cfg = cfg or SearchConfig()
         cleaned = [self.normalise(line) for line in lines]
@@ -172,7 +177,7 @@ class Translator:
                     stacklevel=2,
                 )
                 src_ids[position] = ids[: cfg.max_src_len]
-        nbests = decode_ids(self.model, src_ids, cfg, self.device, on_batch=on_batch)
+        nbests = decode_ids(self.model, src_ids, cfg, self.device, on_batch=on_batch, attention=attention)
         results = [Translation(source=line, src_pieces=[], nbest=[], hypotheses=[]) for line in lines]
         for position, index in enumerate(todo):
             nbest = nbests[position]
@@ -268,6 +273,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         out.write(text)
 
 
+def _require_attention(hypothesis: Hypothesis) -> torch.Tensor:
+    if hypothesis.attention is None:
+        raise ValueError("attention_records needs translations made with attention=True")
+    return hypothesis.attention
+
+
 def attention_records(results: Sequence[Translation], tokenizer: Tokenizer) -> list[dict]:
     """Best hypothesis per line as ``{source, src_tokens, tgt_tokens, attention [tgt_len+1, src_len]}``; the
     token lists include the EOS column/row the weights have."""
@@ -284,12 +295,13 @@ def attention_records(results: Sequence[Translation], tokenizer: Tokenizer) -> l
                 "source": r.source,
                 "src_tokens": r.src_pieces + ["</s>"],
                 "tgt_tokens": tokenizer.tgt_pieces(best.tokens) + ["</s>"],
-                "attention": best.attention.float().cpu(),
+                "attention": _require_attention(best).float().cpu(),
             }
         )
     return records
 
 
+FIRST_PIPE_CHUNK = 16  # lines of the first chunk translated for a pipe
 PIPE_CLOSED_STATUS = 128 + 13  # a shell's status for a process that SIGPIPE (13) ended, as `yes | head` shows
 
 
@@ -336,20 +348,26 @@ def _translate_chunks(translator: Translator, cfg: TranslateConfig) -> None:
             )
         )
         numbered = read_lines(cfg.input, on_invalid=OnInvalid.replace)
-        for first_line, lines in _chunks(numbered, cfg.chunk_lines):
-            results = translator.translate(lines, cfg.search, on_batch=bar.update, first_line=first_line)
+        # To a pipe, start small so that its reader sees lines within a second or so, then grow to chunk_lines.
+        first = min(FIRST_PIPE_CHUNK, cfg.chunk_lines) if cfg.output == STDIN else cfg.chunk_lines
+        for first_line, lines in _chunks(numbered, cfg.chunk_lines, first):
+            results = translator.translate(
+                lines, cfg.search, on_batch=bar.update, first_line=first_line, attention=dump is not None
+            )
             if dump is not None:
                 dump.write(encode_chunk(attention_records(results, translator.tokenizer)))
             write(format_output(results, cfg.search.nbest, first_index=first_line - 1))
             bar.update(sum(not r.nbest for r in results))  # empty lines: no decoding batch counted them
 
 
-def _chunks(numbered: Iterable[tuple[int, str]], size: int) -> Iterator[tuple[int, list[str]]]:
-    """``(number of the first line, lines)`` for each run of ``size`` consecutive lines, read as they are needed
-    (the last run may be shorter)."""
+def _chunks(numbered: Iterable[tuple[int, str]], size: int, first: int) -> Iterator[tuple[int, list[str]]]:
+    """``(number of the first line, lines)`` for each run of consecutive lines, read as they are needed: ``first``
+    lines, then twice as many each time up to ``size`` (the last run may be shorter)."""
     numbered = iter(numbered)
-    while chunk := list(itertools.islice(numbered, size)):
+    length = first
+    while chunk := list(itertools.islice(numbered, length)):
         yield chunk[0][0], [line for _, line in chunk]
+        length = min(2 * length, size)
 
 
 def _write_stdout(text: str) -> None:

@@ -49,7 +49,9 @@ def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
     ]
     for row in results["decode"]:
         assert row["sentences"] == 16 and row["sentences_per_second"] == 16 / row["seconds"]
-    assert results["decode"][0]["bleu"] > 50  # the trained digit model, scored against the split's references
+    # the trained digit model, scored against the split's references (an untrained one scores ~0; the exact
+    # figure depends on the CPU: 45 on one machine of this type, above 50 on another)
+    assert results["decode"][0]["bleu"] > 30
     table = format_benchmark(results).splitlines()
     assert f"MFU {100 * results['train_mfu']:.1f} %" in table[2]
     assert [line.split()[:2] for line in table[-4:]] == [

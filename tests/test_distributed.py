@@ -239,7 +239,7 @@ def healthy(root) -> dict:
         # 240 tokens: 10 batches per epoch, so 2 ranks and 1 rank x accumulate 2 pair them up alike
         "train": config(root, "ddp", max_tokens=240, max_steps=8, validate_every=3),
         "single": config(root, "single", max_tokens=240, max_steps=8, validate_every=3, accumulate=2),
-        "unit": config(root, "unit", max_tokens=100),
+        "unit": config(root, "unit", max_tokens=100, warmup_steps=0),  # the full lr: one update moves weights
         "whole": config(root, "whole", max_steps=10),  # dropout on: each rank's RNG must be restored
         "part": config(root, "part", max_steps=10),
     }
@@ -283,7 +283,7 @@ def test_shards_cover_every_example_once_per_epoch(healthy):
 
 def test_ddp_training_equals_one_process_with_accumulation(healthy):
     """2 ranks x 1 batch per update == 1 rank x 2 accumulated batches (the same global batches), end to end:
-    8 updates over an epoch boundary, with validations (on rank 0) and the plateau schedule in between."""
+    8 updates over an epoch boundary, with validations (on rank 0) and the default (budget) schedule."""
     single = Trainer(healthy["cfgs"]["single"])
     for epoch in (0, 1):  # the global batch lists must pair up the same way in both runs
         single.sampler.set_epoch(epoch)

@@ -10,7 +10,13 @@ from omegaconf import OmegaConf
 import nmt
 from nmt.config import Config, ModelConfig, SearchConfig
 from nmt.errors import NmtError
-from nmt.model_dir import MODEL_DIR_FORMAT, package_version, read_model_config, write_model_config
+from nmt.model_dir import (
+    MODEL_DIR_FORMAT,
+    package_version,
+    read_model_config,
+    upgrade_config,
+    write_model_config,
+)
 from nmt.translate import Translator
 
 FIXTURE = Path(__file__).parent / "fixtures" / "model_dir_v2"
@@ -100,20 +106,29 @@ def test_the_fixture_is_format_2_and_small():
     assert sum((FIXTURE / name).stat().st_size for name in files) < 400_000
 
 
+FORMAT_2_UPGRADE = (
+    "train.ema_decay=0.0, train.decay_start=0.0, data.bible.extra_src_versions=[], "
+    "data.bible.extra_tgt_versions=[]"
+)
+
+
 def test_the_fixture_translates_exactly_as_when_it_was_made(capsys):
     assert_translates_as_pinned(FIXTURE)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == (
+        f"{FIXTURE / 'config.yaml'}: model directory format 2, read as format 3 ({FORMAT_2_UPGRADE})\n"
+    )
 
 
-def test_config_keys_added_since_format_2_are_a_format_change():
+def test_the_upgrade_gives_a_format_2_directory_every_key_of_today():
     raw = yaml.safe_load((FIXTURE / "config.yaml").read_text(encoding="utf-8"))
-    del raw["format"]
+    upgrade_config(raw, FIXTURE / "config.yaml")
     schema = leaf_keys(OmegaConf.to_container(OmegaConf.structured(Config)))
     assert leaf_keys(raw) == schema, (
-        "Config's keys differ from a format-2 model directory's: if an older directory, read with the new "
-        "key's default, would not behave as it did, bump MODEL_DIR_FORMAT and add an upgrade step "
-        "(nmt/model_dir.py); then add a fixture for the new format next to model_dir_v2 and update this test"
+        "Config's keys differ from an upgraded format-2 model directory's: if an older directory, read with the "
+        "new key's default, would not behave as it did, bump MODEL_DIR_FORMAT and add an upgrade step "
+        "(nmt/model_dir.py) that sets the value older directories meant; then update this test"
     )
+    assert raw["train"]["ema_decay"] == 0.0  # trained without a weight average, whatever today's default
 
 
 def test_format_1_from_before_enc_hidden_size_is_upgraded_in_memory(tmp_path, capsys):
@@ -121,8 +136,8 @@ def test_format_1_from_before_enc_hidden_size_is_upgraded_in_memory(tmp_path, ca
     cfg = read_model_config(copy)
     assert (cfg.model.enc_hidden_size, cfg.model.hidden_size, cfg.tokenizer.trim_vocab) == (16, 16, False)
     assert capsys.readouterr().err == (
-        f"{copy / 'config.yaml'}: model directory format 1, read as format 2 "
-        "(model.enc_hidden_size=16 (= model.hidden_size), tokenizer.trim_vocab=false)\n"
+        f"{copy / 'config.yaml'}: model directory format 1, read as format 3 "
+        f"(model.enc_hidden_size=16 (= model.hidden_size), tokenizer.trim_vocab=false, {FORMAT_2_UPGRADE})\n"
     )
     assert_translates_as_pinned(copy)  # the same model: hidden_size units per encoder direction
     raw = yaml.safe_load((copy / "config.yaml").read_text(encoding="utf-8"))
@@ -142,7 +157,8 @@ def test_format_1_with_every_key_is_read_unchanged(tmp_path, capsys):
     copy = format_1_copy(tmp_path, drop=())
     assert read_model_config(copy) == read_model_config(FIXTURE)
     assert capsys.readouterr().err == (
-        f"{copy / 'config.yaml'}: model directory format 1, read as format 2 (no key needed a change)\n"
+        f"{copy / 'config.yaml'}: model directory format 1, read as format 3 ({FORMAT_2_UPGRADE})\n"
+        f"{FIXTURE / 'config.yaml'}: model directory format 2, read as format 3 ({FORMAT_2_UPGRADE})\n"
     )
 
 
@@ -150,11 +166,11 @@ def test_a_newer_format_fails_naming_both_versions_and_the_writer(tmp_path):
     newer = tmp_path / "newer"
     shutil.copytree(FIXTURE, newer)
     text = (newer / "config.yaml").read_text(encoding="utf-8")
-    text = text.replace("  version: 2\n  written_by: nmt 0.1.0\n", "  version: 3\n  written_by: nmt 9.1.0\n")
+    text = text.replace("  version: 2\n  written_by: nmt 0.1.0\n", "  version: 4\n  written_by: nmt 9.1.0\n")
     (newer / "config.yaml").write_text(text, encoding="utf-8")
     expected = (
-        f"{newer / 'config.yaml'}: model directory format 3 (written by nmt 9.1.0), but nmt "
-        f"{package_version()} reads formats up to 2: upgrade nmt (pip install --upgrade nmt) to load it"
+        f"{newer / 'config.yaml'}: model directory format 4 (written by nmt 9.1.0), but nmt "
+        f"{package_version()} reads formats up to 3: upgrade nmt (pip install --upgrade nmt) to load it"
     )
     with pytest.raises(NmtError) as error:
         Translator.from_dir(newer, device="cpu")

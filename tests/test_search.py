@@ -124,25 +124,29 @@ def exhaustive(
 
 def plain_beam(
     model: FakeModel, src: Tensor, length: int, cfg: SearchConfig
-) -> list[tuple[float, list[int]]]:
-    """One sentence, one hypothesis at a time, no early stop: only `beam_size` finished ends it."""
+) -> list[tuple[float, list[int], Tensor]]:
+    """One sentence, one hypothesis at a time, no early stop: only `beam_size` finished ends it.
+
+    Returns (score, tokens, attention [len(tokens) + 1, length]) best first; each hypothesis carries its own
+    attention rows, the weights of the step that chose each of its tokens and of its EOS.
+    """
     max_len = math.floor(cfg.max_len_a * length + cfg.max_len_b)
     enc = model.encode(src[None, :length], torch.tensor([length]))
-    alive = [([], 0.0, model.init_decoder_state(enc), BOS_ID)]
-    finished: list[tuple[float, list[int]]] = []
+    alive = [([], [], 0.0, model.init_decoder_state(enc), BOS_ID)]
+    finished: list[tuple[float, list[int], Tensor]] = []
     while alive and len(finished) < cfg.beam_size:
         candidates = []
-        for history, log_prob, state, prev in alive:
-            log_probs, new_state, _ = model.decode_step(torch.tensor([prev]), state, enc)
+        for history, rows, log_prob, state, prev in alive:
+            log_probs, new_state, weights = model.decode_step(torch.tensor([prev]), state, enc)
             for tok, lp in allowed(history, log_probs[0].tolist(), max_len, cfg).items():
-                candidates.append((log_prob + lp, history, tok, new_state))
+                candidates.append((log_prob + lp, history, [*rows, weights[0]], tok, new_state))
         candidates.sort(key=lambda c: -c[0])
         alive = []
-        for rank, (log_prob, history, tok, state) in enumerate(candidates[: 2 * cfg.beam_size]):
+        for rank, (log_prob, history, rows, tok, state) in enumerate(candidates[: 2 * cfg.beam_size]):
             if tok == EOS_ID and rank < cfg.beam_size:
-                finished.append((log_prob / norm(len(history) + 1, cfg), history))
+                finished.append((log_prob / norm(len(history) + 1, cfg), history, torch.stack(rows)))
             elif tok != EOS_ID and len(alive) < cfg.beam_size:
-                alive.append(([*history, tok], log_prob, state, tok))
+                alive.append(([*history, tok], rows, log_prob, state, tok))
     return sorted(finished, key=lambda f: -f[0])[: cfg.nbest]
 
 
@@ -180,8 +184,32 @@ def test_early_stop_changes_nothing(rules: SearchConfig) -> None:
         results = beam_search(model, src, lengths, cfg)
         for i, length in enumerate(LENGTHS):
             expected = plain_beam(model, src[i], length, cfg)
-            assert [h.tokens for h in results[i]] == [tokens for _, tokens in expected]
-            assert [h.score for h in results[i]] == pytest.approx([s for s, _ in expected], abs=1e-5)
+            assert [h.tokens for h in results[i]] == [tokens for _, tokens, _ in expected]
+            assert [h.score for h in results[i]] == pytest.approx([s for s, _, _ in expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("rules", RULES)
+def test_nbest_and_attention_match_the_plain_reference(rules: SearchConfig) -> None:
+    # beams reorder at every step and sentences finish at different steps, so each hypothesis's attention rows
+    # must be followed back through the beams it came from
+    model = FakeModel(seed=19)
+    lengths = [6, 2, 9, 4, 3]
+    src, lengths_t = batch(lengths, seed=5)
+    for beam in (1, 3, 5):
+        cfg = replace(rules, beam_size=beam, nbest=beam, max_len_a=1.0, max_len_b=2)
+        results = search(model, src, lengths_t, cfg)
+        without = search(model, src, lengths_t, cfg, attention=False)
+        for i, length in enumerate(lengths):
+            expected = plain_beam(model, src[i], length, cfg)
+            assert [h.tokens for h in results[i]] == [tokens for _, tokens, _ in expected]
+            assert [h.score for h in results[i]] == pytest.approx([s for s, _, _ in expected], abs=1e-5)
+            for h, (_, _, attention) in zip(results[i], expected):
+                torch.testing.assert_close(h.attention, attention, atol=1e-6, rtol=0)
+            # not keeping the attention changes nothing else, to the bit
+            assert [(h.tokens, h.score, h.log_prob) for h in without[i]] == [
+                (h.tokens, h.score, h.log_prob) for h in results[i]
+            ]
+            assert all(h.attention is None for h in without[i])
 
 
 def test_nbest_sorted_distinct_and_consistent() -> None:

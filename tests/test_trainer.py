@@ -14,6 +14,7 @@ from nmt.checkpoint import load_checkpoint
 from nmt.config import Config
 from nmt.errors import NmtError
 from nmt.train.callbacks import TrainerCallbacks
+from nmt.train.schedules import budget_lr
 from nmt.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,14 +85,15 @@ class InterruptAfter(TrainerCallbacks):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.mark.slow
-def test_sigint_saves_last_and_resume_equals_uninterrupted(tmp_path):
+def interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, **train_overrides) -> tuple[Config, Config]:
+    """Train 14 updates straight through, and again with a SIGINT after update 6 and a resume; the two runs'
+    final training states must be equal. Returns both configs (uninterrupted, resumed)."""
     (tmp_path / "a").mkdir()
-    whole = tiny_config(tmp_path / "a", max_steps=14)
+    whole = tiny_config(tmp_path / "a", max_steps=14, **train_overrides)
     train(whole)
 
     (tmp_path / "b").mkdir()
-    part = tiny_config(tmp_path / "b", max_steps=14)
+    part = tiny_config(tmp_path / "b", max_steps=14, **train_overrides)
     metrics = Trainer(part, callbacks=InterruptAfter(6)).fit()  # between validations (every 4 updates)
     assert metrics["stop_reason"] == "stopped by signal SIGINT" and metrics["steps"] == 6
     part.resume = True
@@ -103,9 +105,46 @@ def test_sigint_saves_last_and_resume_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    return whole, part
+
+
+@pytest.mark.slow
+def test_sigint_saves_last_and_resume_equals_uninterrupted(tmp_path):
+    whole, part = interrupted_and_resumed_equals_uninterrupted(tmp_path)
     # metrics.csv of the resumed run reads like the uninterrupted one: no replayed or duplicated rows
     rows, whole_rows = (metric_rows(Path(cfg.run_dir) / "metrics.csv") for cfg in (part, whole))
     assert rows == whole_rows
+
+
+@pytest.mark.slow
+def test_resume_is_exact_with_the_budget_schedule_and_the_weight_average(tmp_path):
+    whole, part = interrupted_and_resumed_equals_uninterrupted(
+        tmp_path, schedule="linear", warmup_steps=3, ema_decay=0.9
+    )
+    a, b = (load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "last.pt") for cfg in (whole, part))
+    for name in a["ema"]:
+        torch.testing.assert_close(a["ema"][name], b["ema"][name], rtol=0, atol=1e-6)
+    assert [r["lr"] for r in a["state"]["history"]] == [r["lr"] for r in b["state"]["history"]]
+
+
+def test_linear_schedule_reaches_min_lr_and_best_holds_the_weight_average(tmp_path):
+    cfg = tiny_config(tmp_path, schedule="linear", warmup_steps=0, decay_start=0.0, ema_decay=0.9, patience=0)
+    metrics = train(cfg)
+    tc = cfg.train
+    # The lr a validation records is the one of the update before it: update k of 12 runs at 1 - (k - 1) / 12.
+    assert [v["lr"] for v in metrics["validations"]] == [
+        budget_lr(tc, step, (step - 1) / 12) for step in (4, 8, 12)
+    ]
+    assert metrics["validations"][-1]["lr"] == pytest.approx(tc.min_lr + (tc.lr - tc.min_lr) / 12)
+    ckpt = Path(cfg.run_dir) / "checkpoints"
+    last, final_step = load_checkpoint(ckpt / "last.pt"), load_checkpoint(ckpt / "step_00000012.pt")
+    for name, average in last["ema"].items():
+        assert torch.equal(final_step["model"][name], average)  # validated and kept: the average
+        assert not torch.equal(last["model"][name], average)  # `last` resumes the trained weights
+    best_step = max(metrics["validations"], key=lambda v: v["bleu"])["step"]
+    best, kept = load_checkpoint(ckpt / "best.pt"), load_checkpoint(ckpt / f"step_{best_step:08d}.pt")
+    assert best["state"]["step"] == best_step
+    assert all(torch.equal(best["model"][k], v) for k, v in kept["model"].items())
 
 
 def test_resume_falls_back_when_last_is_damaged(tmp_path, capsys):

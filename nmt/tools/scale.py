@@ -54,7 +54,7 @@ _PEAKS = ("rss", "heap", "workers", "workers_heap")  # what MemoryWatch samples,
 _PSS = re.compile(r"^(Pss|Pss_Anon):\s+(\d+) kB", re.MULTILINE)
 
 
-def _status(pid: int | str = "self") -> dict[str, int]:
+def process_status(pid: int | str = "self") -> dict[str, int]:
     """``VmRSS``, ``VmHWM`` and ``RssAnon`` of a process in KiB (empty once the process is gone)."""
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -142,7 +142,7 @@ class MemoryWatch:
         self._thread.join()
 
     def _sample(self) -> None:
-        own = _status()
+        own = process_status()
         workers, workers_heap = _workers_pss_kib()
         now = {"rss": own.get("VmRSS", 0), "heap": own.get("RssAnon", 0), "workers": workers}
         with self._lock:
@@ -167,7 +167,7 @@ class MemoryWatch:
         with self._lock:
             peaks = dict(self._peaks)
         # the high-water mark sees what sampling misses (a C call holding the GIL starves the sampling thread)
-        rss = max(peaks["rss"], _status().get("VmHWM", 0) if exact else 0)
+        rss = max(peaks["rss"], process_status().get("VmHWM", 0) if exact else 0)
         self.records.append(
             StageRecord(
                 name=name,

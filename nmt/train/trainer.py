@@ -2,7 +2,8 @@
 budget, atomic checkpoints and exact resume.
 
 Exact resume holds because everything that decides the next update is in the ``last`` checkpoint: parameters,
-optimizer and schedule state, the sampler's (epoch, position) — its order is a function of (seed, epoch) alone —
+the weight average (``train.ema_decay``), optimizer and schedule state, the step and elapsed time that the budget
+schedules read, the sampler's (epoch, position) — its order is a function of (seed, epoch) alone —
 and the torch RNG state that drives dropout (every rank's, under DDP: see ``nmt.train.distributed``).
 """
 
@@ -45,9 +46,10 @@ from nmt.model_dir import write_model_config
 from nmt.tokenizer import Tokenizer
 from nmt.train import distributed
 from nmt.train.callbacks import TrainerCallbacks
+from nmt.train.ema import WeightAverage
 from nmt.train.loss import sequence_loss
 from nmt.train.monitor import Monitor, SilentMonitor, peak_rss_mib
-from nmt.train.schedules import LrSchedule
+from nmt.train.schedules import LrSchedule, budget_progress
 from nmt.train.validate import validate
 from nmt.vocab import PAD_ID
 
@@ -160,8 +162,11 @@ class Trainer:
             rank=self.ranks.rank,
         )
         self.state = TrainState()
+        # Validated and saved as `best` (and the step checkpoints) in place of the trained weights when on.
+        self.average = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
         self.autocast_dtype = self._autocast_dtype()
         self.stop_signal: int | None = None
+        self._segment_start = time.monotonic()  # the training clock; fit() restarts it
         if self.ranks.world_size > 1:
             torch.manual_seed(cfg.seed + self.ranks.rank)  # same initial weights, but dropout masks per rank
         if cfg.resume:  # rank 0 first: it may move a damaged checkpoint aside before the others look
@@ -200,6 +205,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            **({"ema": self.average.state_dict()} if self.average is not None else {}),
             "sampler": self.sampler.state_dict(),
             "rng": rng,
             "state": asdict(self.state),
@@ -255,6 +261,10 @@ class Trainer:
         self.model.load_state_dict(bundle["model"])
         self.optimizer.load_state_dict(bundle["optimizer"])
         self.schedule.load_state_dict(bundle["schedule"])
+        if self.average is not None:
+            if "ema" not in bundle:
+                raise KeyError("the checkpoint has no weight average (it was trained with train.ema_decay=0)")
+            self.average.load_state_dict(bundle["ema"])
         sampler, rng = dict(bundle["sampler"]), bundle["rng"]
         saved_ranks, ranks = bundle.get("world_size", 1), self.ranks
         if saved_ranks == ranks.world_size:
@@ -276,10 +286,13 @@ class Trainer:
         self.state = TrainState(**bundle["state"])
 
     def save(self, name: str, full: bool = True) -> Path:
-        """Write ``checkpoints/<name>.pt``: the full training state, or the weights alone (``full=False``)."""
+        """Write ``checkpoints/<name>.pt``: the full training state, or the validated weights alone (``full=False``:
+        the weight average when ``train.ema_decay`` is on, else the trained weights)."""
         bundle = self.checkpoint_state()
         if not full:
             bundle = {k: bundle[k] for k in ("format", "model", "state", "config")}
+            if self.average is not None:
+                bundle["model"] = self.average.weights(self.model)
         path = checkpoint_path(self.ckpt_dir, name)
         if not self.ranks.is_main:  # the ranks hold the same state; one writes it
             return path
@@ -323,7 +336,9 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         world = self.ranks.world_size
-        total_tokens = int(distributed.reduce_numbers([sum(b.n_tgt_tokens for b in batches)])[0])
+        # One all-reduce gives the update's tokens and the ranks' mean clock: every rank then sets the same lr.
+        tokens, elapsed = distributed.reduce_numbers([sum(b.n_tgt_tokens for b in batches), self._tick()])
+        total_tokens = int(tokens)
         loss_sum = nll_sum = torch.zeros((), device=self.device)
         for i, batch in enumerate(batches):
             # Under DDP only the last micro-batch's backward all-reduces the (accumulated) gradients.
@@ -349,9 +364,18 @@ class Trainer:
         if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
             self.optimizer.zero_grad(set_to_none=True)
             return None
+        self.schedule.before_update(self.state.step + 1, self._progress(elapsed / world))
         self.optimizer.step()
         self.schedule.after_update()
+        if self.average is not None:
+            self.average.update(self.model, self.state.step + 1)
         return loss_value / total_tokens, nll_value / total_tokens, total_tokens
+
+    def _progress(self, elapsed: float) -> float:
+        """The share of the budget spent before the next update, at ``elapsed`` training seconds."""
+        tc = self.cfg.train
+        epoch_steps = tc.epochs * math.ceil(len(self.sampler) / tc.accumulate)
+        return budget_progress(self.state.step + 1, elapsed, tc.max_steps, tc.max_minutes, epoch_steps)
 
     def _tick(self) -> float:
         """Fold the time since the last tick into ``state.elapsed`` (which checkpoints carry); return it."""
@@ -490,9 +514,7 @@ class Trainer:
         # Rank 0 validates while the others wait for its record; all then take the same decisions from it.
         # elapsed: rank 0's training clock once this checkpoint exists (dev BLEU against wall-clock time); it
         # travels with the record, so every rank keeps the same history.
-        record = distributed.main_only(
-            lambda: {**validate(self.model, self.data, self.cfg, self.device), "elapsed": self._tick()}
-        )
+        record = distributed.main_only(lambda: {**self._validated_record(), "elapsed": self._tick()})
         samples = record.pop("samples")  # for the monitor only: the history keeps numbers
         record.update(step=self.state.step, epoch=self.state.epoch, lr=self.schedule.lr)
         self.state.history.append(record)
@@ -511,6 +533,12 @@ class Trainer:
             return False
         return True
 
+    def _validated_record(self) -> dict[str, Any]:
+        """Validate the weights that `best` would hold: the weight average when it is on."""
+        swapped = self.average.swapped_into(self.model) if self.average else contextlib.nullcontext()
+        with swapped:
+            return validate(self.model, self.data, self.cfg, self.device)
+
     def _finish(self) -> dict[str, Any]:
         s = self.state
         metrics = {
@@ -523,6 +551,11 @@ class Trainer:
             "skipped_steps": s.skipped_steps,
             "parameters": self.model.num_parameters(),
             "peak_rss_mib": peak_rss_mib(),
+            **(
+                {"peak_device_mib": torch.cuda.max_memory_allocated(self.device) / 2**20}
+                if self.device.type == "cuda"
+                else {}
+            ),
             "best_dev_bleu": s.best_bleu,
             "validations": s.history,
             "device": str(self.device),
