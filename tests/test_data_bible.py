@@ -221,22 +221,35 @@ def test_default_training_split_is_the_one_from_before_extra_versions(tmp_path, 
     assert corpus_cache(data_config(tmp_path, EXTRAS[0])) != corpus_cache(data_config(tmp_path))
 
 
-def test_by_default_the_other_versions_of_each_language_are_extras(tmp_path):
-    assert extra_versions(BibleConfig()) == (["k", "2", "3"], ["o", "5"])
-    assert extra_versions(BibleConfig(src_version="l", tgt_version="4")) == (["o", "5"], ["k", "2", "3"])
-    assert extra_versions(BibleConfig(tgt_version="e")) == (
+def test_null_takes_the_other_versions_of_each_language_and_the_default_none(tmp_path):
+    assert extra_versions(BibleConfig()) == ([], [])  # the default: one version per side
+    every = {"extra_src_versions": None, "extra_tgt_versions": None}
+    assert extra_versions(BibleConfig(**every)) == (["k", "2", "3"], ["o", "5"])
+    assert extra_versions(BibleConfig(src_version="l", tgt_version="4", **every)) == (
+        ["o", "5"],
+        ["k", "2", "3"],
+    )
+    assert extra_versions(BibleConfig(tgt_version="e", **every)) == (
         ["k", "2", "3"],
         ["s"],
     )  # Elberfelder + Schlachter
-    assert extra_versions(BibleConfig(tgt_version="r")) == (["k", "2", "3"], [])  # one Russian version
-    assert extra_versions(BibleConfig(tgt_version="k")) == ([], [])  # English -> English: no extras
-    assert extra_versions(BibleConfig(extra_src_versions=[], extra_tgt_versions=["5"])) == ([], ["5"])
-    # the default and the same lists given explicitly are one corpus: one cache
-    default = to_object(OmegaConf.from_dotlist([f"data.cache_dir={tmp_path}"]), Config).data
+    assert extra_versions(BibleConfig(tgt_version="r", **every)) == (
+        ["k", "2", "3"],
+        [],
+    )  # one Russian version
+    assert extra_versions(BibleConfig(tgt_version="k", **every)) == ([], [])  # English -> English: no extras
+    assert extra_versions(BibleConfig(extra_src_versions=None, extra_tgt_versions=["5"])) == (
+        ["k", "2", "3"],
+        ["5"],
+    )
+    # null and the same lists given explicitly are one corpus: one cache
+    null = data_config(tmp_path, "data.bible.extra_src_versions=null", "data.bible.extra_tgt_versions=null")
     explicit = data_config(
         tmp_path, "data.bible.extra_src_versions=[k,2,3]", "data.bible.extra_tgt_versions=[o,5]"
     )
-    assert bible_source.fingerprint(default) == bible_source.fingerprint(explicit)
+    assert bible_source.fingerprint(null) == bible_source.fingerprint(explicit)
+    default = to_object(OmegaConf.from_dotlist([f"data.cache_dir={tmp_path / 'cache'}"]), Config).data
+    assert bible_source.fingerprint(default) == bible_source.fingerprint(data_config(tmp_path))
 
 
 def test_extra_versions_leave_dev_and_test_as_they_were(raw_default, raw_extras):
