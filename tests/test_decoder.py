@@ -22,13 +22,19 @@ def _decoder(cfg: ModelConfig) -> Decoder:
 
 
 def _enc(cfg: ModelConfig, decoder: Decoder) -> EncoderOutput:
+    """A fixed encoded batch, in the decoder's dtype."""
     gen = torch.Generator().manual_seed(1)
+    dtype = decoder.pre_output.weight.dtype
     ann = 2 * cfg.hidden_size
-    states = torch.randn(BATCH, SRC_LEN, ann, generator=gen)
+    states = torch.randn(BATCH, SRC_LEN, ann, generator=gen).to(dtype)
     mask = torch.arange(SRC_LEN).unsqueeze(0) < torch.tensor([5, 2, 4]).unsqueeze(1)
     states = states * mask.unsqueeze(-1)
-    hidden = torch.randn(cfg.enc_layers, BATCH, ann, generator=gen)
-    cell = torch.randn(cfg.enc_layers, BATCH, ann, generator=gen) if cfg.rnn_type == RnnType.lstm else None
+    hidden = torch.randn(cfg.enc_layers, BATCH, ann, generator=gen).to(dtype)
+    cell = (
+        torch.randn(cfg.enc_layers, BATCH, ann, generator=gen).to(dtype)
+        if cfg.rnn_type == RnnType.lstm
+        else None
+    )
     return EncoderOutput(states, mask, decoder.attention.project_keys(states), hidden, cell)
 
 
@@ -151,11 +157,72 @@ def test_forward_equals_decoding_step_by_step(decoder_step: DecoderStep, rnn_typ
     enc = _enc(cfg, decoder)
     with torch.no_grad():
         logits, attention = decoder(TARGET, enc)
-        state = decoder.init_state(enc)
-        for i in range(TARGET.size(1)):
-            pre, state, weights = decoder.step(decoder.embed(TARGET[:, i]), state, enc)
-            assert torch.equal(weights, attention[:, i])  # forward runs step itself: bit for bit
-            assert torch.equal(decoder.logits(pre), logits[:, i])
+        want_logits, want_attention = _step_by_step(decoder, TARGET, enc)
+    # the same function; forward sums the first cell's input product in two parts, hence rounding
+    torch.testing.assert_close(logits, want_logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(attention, want_attention, rtol=0, atol=1e-6)
+
+
+def _step_by_step(
+    decoder: Decoder, tgt_in: torch.Tensor, enc: EncoderOutput
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference for teacher forcing: ``step`` (what search runs) at every position, nothing hoisted."""
+    state = decoder.init_state(enc)
+    logits, attention = [], []
+    for i in range(tgt_in.size(1)):
+        pre, state, weights = decoder.step(decoder.embed(tgt_in[:, i]), state, enc)
+        logits.append(decoder.logits(pre))
+        attention.append(weights)
+    return torch.stack(logits, dim=1), torch.stack(attention, dim=1)
+
+
+@pytest.mark.parametrize(("decoder_step", "rnn_type"), STEP_ORDERS)
+def test_forward_has_the_gradients_of_decoding_step_by_step(
+    decoder_step: DecoderStep, rnn_type: RnnType
+) -> None:
+    cfg = _cfg(decoder_step=decoder_step, rnn_type=rnn_type, dec_layers=2, enc_layers=2)
+    decoder = (
+        _decoder(cfg).double().train()
+    )  # train(): the training path, dropout 0 so both are deterministic
+    with torch.no_grad():  # a fixed input: no graph shared between the runs
+        enc = _enc(cfg, decoder)
+    probe = torch.randn(
+        BATCH, TARGET.size(1), VOCAB, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    grads = []
+    for run in (decoder, lambda tgt, e: _step_by_step(decoder, tgt, e)):
+        decoder.zero_grad()
+        logits, _ = run(TARGET, enc)
+        (logits * probe).sum().backward()
+        grads.append({name: p.grad.clone() for name, p in decoder.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "cells.0.weight_hh" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize(("decoder_step", "rnn_type"), STEP_ORDERS)
+def test_gradcheck_of_the_hoisted_products(decoder_step: DecoderStep, rnn_type: RnnType) -> None:
+    """Numerical against analytical gradients (float64) of the weights whose products forward takes out of the
+    loop: the first cell's, and the pre-output's."""
+    cfg = _cfg(decoder_step=decoder_step, rnn_type=rnn_type, emb_size=3, hidden_size=3, enc_hidden_size=3)
+    decoder = _decoder(cfg).double()
+    with torch.no_grad():  # a fixed input: no graph shared between the runs
+        enc = _enc(cfg, decoder)
+    names = [
+        "cells.0.weight_ih",
+        "cells.0.weight_hh",
+        "cells.0.bias_ih",
+        "cells.0.bias_hh",
+        "pre_output.weight",
+    ]
+    params = dict(decoder.named_parameters())
+    tgt = TARGET[:, :3]
+
+    def logits_of(*weights: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(decoder, {**params, **dict(zip(names, weights))}, (tgt, enc))[0]
+
+    inputs = tuple(params[name].detach().clone().requires_grad_() for name in names)
+    assert torch.autograd.gradcheck(logits_of, inputs)
 
 
 # Computed with the decoder before its two step orders became two functions: a saved model must keep its outputs.

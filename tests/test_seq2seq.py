@@ -271,3 +271,33 @@ def test_regression_checksum() -> None:
     assert logits.sum().item() == pytest.approx(1.8178240809635091, abs=1e-5)
     assert (logits * weights).sum().item() == pytest.approx(-0.15982535535236114, abs=1e-5)
     assert (attention * torch.arange(6)).sum().item() == pytest.approx(33.00406719362081, abs=1e-5)
+
+
+def test_training_loss_equals_the_step_by_step_loss_on_a_real_batch() -> None:
+    """The trained fixture model on digit sentences: teacher forcing (its products hoisted out of the loop)
+    and decode_step (search's path) give the same summed loss to 1e-5."""
+    from pathlib import Path
+
+    from corpus import EN, FR
+
+    from nmt.data.batching import collate
+    from nmt.train.loss import sequence_loss
+    from nmt.translate import Translator
+
+    translator = Translator.from_dir(Path(__file__).parent / "fixtures" / "model_dir_v2", device="cpu")
+    model, tok = translator.model, translator.tokenizer
+    src_lines = [" ".join(EN[(i * k) % 10] for k in range(1, 2 + i % 6)) for i in range(12)]
+    tgt_lines = [" ".join(FR[(i * k) % 10] for k in range(1, 2 + i % 6)) for i in range(12)]
+    batch = collate(tok.encode_src(src_lines), tok.encode_tgt(tgt_lines), range(12))
+    with torch.no_grad():
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        forced = sequence_loss(logits, batch.tgt_out, 0.1, PAD).loss
+        enc = model.encode(batch.src, batch.src_lengths)
+        state = model.init_decoder_state(enc)
+        steps = []
+        for t in range(batch.tgt_in.size(1)):
+            log_probs, state, _ = model.decode_step(batch.tgt_in[:, t], state, enc)
+            steps.append(log_probs)
+        stepped = sequence_loss(torch.stack(steps, dim=1), batch.tgt_out, 0.1, PAD).loss
+    assert forced.item() > 1.0  # a real loss, not a degenerate batch
+    assert forced.item() == pytest.approx(stepped.item(), abs=1e-5)

@@ -18,14 +18,25 @@ in both steps, so tying W_out to the target embedding needs ``emb_size == hidden
 ``cfg.dropout``) sits on the target embeddings, between stacked cells, on [s_i; c_i] where it enters the
 pre-output layer, and on the pre-output before W_out.
 
-The recurrence runs on ``nn.GRUCell``/``nn.LSTMCell`` (one per layer, dropout between layers). Teacher-forced
-``forward`` embeds all target tokens once before the loop, collects the pre-outputs ``[batch, tgt_len, hidden]``
-and applies the output projection once after it; the loop itself has no host synchronisation.
+The recurrence runs on ``nn.GRUCell``/``nn.LSTMCell`` (one per layer, dropout between layers). ``step`` is the
+reference: search calls it once per output token. Teacher-forced ``forward`` (training) computes the same
+function, but keeps in its loop only what depends on the recurrence:
+
+* the target embeddings, and their half of the first cell's input product, W_ih [E y; c] = W_e E y + W_c c, are
+  one ``[batch*tgt_len, emb] x [emb, gates*hidden]`` GEMM before the loop (``_embedding_gates``); the loop adds
+  W_c c and runs the first cell's gate arithmetic itself (``_gru_gates``/``_lstm_gates``, the formulas of
+  ``nn.GRUCell``/``nn.LSTMCell``);
+* the Bahdanau pre-output t_i does not feed back, so it is one GEMM over all positions after the loop;
+* the output projection is one GEMM after the loop (both step orders).
+
+Fewer, larger GEMMs run faster on the CPU, and their weight gradients are one product each instead of one per
+target position. The loop has no host synchronisation.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.config import DecoderStep, ModelConfig, RnnType
@@ -61,8 +72,10 @@ class Decoder(nn.Module):
         self.num_layers = cfg.dec_layers
         self.is_lstm = cfg.rnn_type == RnnType.lstm
         input_feeding = cfg.decoder_step == DecoderStep.luong
-        # The step order is fixed for the model's life: pick its step and its h~_0 once, not at every call.
+        # The step order is fixed for the model's life: pick its step, its teacher-forced loop and its h~_0 once,
+        # not at every call.
         self._step = self._luong_step if input_feeding else self._bahdanau_step
+        self._teacher_forced = self._luong_teacher_forced if input_feeding else self._bahdanau_teacher_forced
         self._initial_feed = _zero_feed if input_feeding else _no_feed
 
         self.embedding = nn.Embedding(vocab_size, emb, padding_idx=PAD_ID)
@@ -88,6 +101,8 @@ class Decoder(nn.Module):
         self.cells = nn.ModuleList(
             [cell(emb + feed if layer == 0 else hid, hid) for layer in range(cfg.dec_layers)]
         )
+        self.emb_size = emb
+        self._first_gates = _lstm_gates if self.is_lstm else _gru_gates
         pre_in = hid + annotation if input_feeding else emb + hid + annotation
         self.pre_output = nn.Linear(pre_in, hid)  # W_c (luong) or W_o (bahdanau)
 
@@ -141,10 +156,13 @@ class Decoder(nn.Module):
         context, weights = self.attention(state.hidden[-1], enc.keys, enc.states, enc.mask)
         # s_i = RNN([E y_{i-1}; c_i], s_{i-1})
         hidden, cell = self._recur(torch.cat([emb, context], dim=-1), state)
-        # t_i = tanh(W_o [E y_{i-1}; s_i; c_i] + b_o); E y_{i-1} had its dropout in `embed`
-        state_context = self.dropout(torch.cat([hidden[-1], context], dim=-1))
-        pre = torch.tanh(self.pre_output(torch.cat([emb, state_context], dim=-1)))
-        return pre, DecoderState(hidden, cell), weights
+        return self._bahdanau_pre_output(emb, hidden[-1], context), DecoderState(hidden, cell), weights
+
+    def _bahdanau_pre_output(self, emb: Tensor, top: Tensor, context: Tensor) -> Tensor:
+        """t_i = tanh(W_o [E y_{i-1}; s_i; c_i] + b_o), for one step (``[batch, ...]``) or all (``[batch, tgt_len,
+        ...]``); E y_{i-1} had its dropout in ``embed``."""
+        state_context = self.dropout(torch.cat([top, context], dim=-1))
+        return torch.tanh(self.pre_output(torch.cat([emb, state_context], dim=-1)))
 
     def _luong_step(
         self, emb: Tensor, state: DecoderState, enc: EncoderOutput
@@ -154,14 +172,34 @@ class Decoder(nn.Module):
         hidden, cell = self._recur(torch.cat([emb, state.input_feed], dim=-1), state)
         # c_i = attention(s_i, h)
         context, weights = self.attention(hidden[-1], enc.keys, enc.states, enc.mask)
-        # h~_i = tanh(W_c [s_i; c_i] + b_c)
-        h_tilde = torch.tanh(self.pre_output(self.dropout(torch.cat([hidden[-1], context], dim=-1))))
+        h_tilde = self._luong_pre_output(hidden[-1], context)
         return h_tilde, DecoderState(hidden, cell, h_tilde), weights
+
+    def _luong_pre_output(self, top: Tensor, context: Tensor) -> Tensor:
+        """h~_i = tanh(W_c [s_i; c_i] + b_c): ``[batch, hidden]``."""
+        return torch.tanh(self.pre_output(self.dropout(torch.cat([top, context], dim=-1))))
 
     def _recur(self, x: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
         """Stacked cells: input ``[batch, in]`` -> new hidden (and cell) ``[layers, batch, hidden]``."""
-        hiddens, cells = [], []
-        for layer, rnn in enumerate(self.cells):
+        return self._recur_layers(x, state, 0, [], [])
+
+    def _recur_from_gates(
+        self, emb_gates: Tensor, feed: Tensor, feed_weight: Tensor, state: DecoderState
+    ) -> tuple[Tensor, Tensor | None]:
+        """``_recur([E y; feed], state)`` given ``emb_gates`` = W_e E y + b_ih ``[batch, gates*hidden]``: the first
+        cell's input product is finished with ``feed_weight`` (its W_c columns), its gates computed here."""
+        gates_in = emb_gates + F.linear(feed, feed_weight)
+        first_cell = None if state.cell is None else state.cell[0]
+        hidden, cell = self._first_gates(gates_in, state.hidden[0], first_cell, self.cells[0])
+        return self._recur_layers(hidden, state, 1, [hidden], [] if cell is None else [cell])
+
+    def _recur_layers(
+        self, x: Tensor, state: DecoderState, start: int, hiddens: list[Tensor], cells: list[Tensor]
+    ) -> tuple[Tensor, Tensor | None]:
+        """Cells ``start``.. on ``x`` (the step's input when ``start`` is 0, else the output of layer
+        ``start - 1``), appending to the new states of the layers below."""
+        for layer in range(start, len(self.cells)):
+            rnn = self.cells[layer]
             if layer > 0:
                 x = self.dropout(x)
             if state.cell is None:
@@ -177,7 +215,8 @@ class Decoder(nn.Module):
         return self.output(self.dropout(pre_output))
 
     def forward(self, tgt_in: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
-        """Teacher forcing over a whole target batch.
+        """Teacher forcing over a whole target batch: ``step`` at every position, with the products that do not
+        depend on the recurrence taken out of the loop (module docstring).
 
         Args:
             tgt_in: ``[batch, tgt_len]`` BOS + target tokens (padded).
@@ -187,11 +226,71 @@ class Decoder(nn.Module):
             logits ``[batch, tgt_len, vocab]`` and attention weights ``[batch, tgt_len, src_len]``.
         """
         embedded = self.embed(tgt_in)  # all steps at once
+        first = self.cells[0]
+        # W_ih [E y; feed] = W_e E y + W_c feed: the W_e half for every position in one GEMM
+        emb_gates = F.linear(embedded, first.weight_ih[:, : self.emb_size], first.bias_ih)
+        feed_weight = first.weight_ih[:, self.emb_size :]
+        pre_outputs, attention = self._teacher_forced(embedded, emb_gates, feed_weight, enc)
+        # One [batch*tgt_len, hidden] x [hidden, vocab] product instead of one per step.
+        return self.logits(pre_outputs), attention
+
+    def _bahdanau_teacher_forced(
+        self, embedded: Tensor, emb_gates: Tensor, feed_weight: Tensor, enc: EncoderOutput
+    ) -> tuple[Tensor, Tensor]:
+        """The Bahdanau loop: attend and recur per position; the pre-outputs for all positions after it.
+        ``embedded`` ``[batch, tgt_len, emb]``, ``emb_gates`` ``[batch, tgt_len, gates*hidden]`` ->
+        pre-outputs ``[batch, tgt_len, hidden]``, attention ``[batch, tgt_len, src_len]``."""
+        state = self.init_state(enc)
+        tops, contexts, attention = [], [], []
+        for gates in emb_gates.unbind(1):
+            context, weights = self.attention(state.hidden[-1], enc.keys, enc.states, enc.mask)
+            hidden, cell = self._recur_from_gates(gates, context, feed_weight, state)
+            state = DecoderState(hidden, cell)
+            tops.append(hidden[-1])
+            contexts.append(context)
+            attention.append(weights)
+        pre = self._bahdanau_pre_output(embedded, torch.stack(tops, dim=1), torch.stack(contexts, dim=1))
+        return pre, torch.stack(attention, dim=1)
+
+    def _luong_teacher_forced(
+        self, embedded: Tensor, emb_gates: Tensor, feed_weight: Tensor, enc: EncoderOutput
+    ) -> tuple[Tensor, Tensor]:
+        """The Luong loop: h~_i feeds the next position, so the pre-output stays in it. Shapes as
+        ``_bahdanau_teacher_forced``."""
         state = self.init_state(enc)
         pre_outputs, attention = [], []
-        for emb in embedded.unbind(1):
-            pre, state, weights = self.step(emb, state, enc)
-            pre_outputs.append(pre)
+        for gates in emb_gates.unbind(1):
+            hidden, cell = self._recur_from_gates(gates, state.input_feed, feed_weight, state)
+            context, weights = self.attention(hidden[-1], enc.keys, enc.states, enc.mask)
+            h_tilde = self._luong_pre_output(hidden[-1], context)
+            state = DecoderState(hidden, cell, h_tilde)
+            pre_outputs.append(h_tilde)
             attention.append(weights)
-        # One [batch*tgt_len, hidden] x [hidden, vocab] product instead of one per step.
-        return self.logits(torch.stack(pre_outputs, dim=1)), torch.stack(attention, dim=1)
+        return torch.stack(pre_outputs, dim=1), torch.stack(attention, dim=1)
+
+
+def _gru_gates(gates_in: Tensor, hidden: Tensor, cell: Tensor | None, rnn: nn.GRUCell) -> tuple[Tensor, None]:
+    """``nn.GRUCell``'s update given its input product ``gates_in`` = W_ih x + b_ih ``[batch, 3*hidden]``:
+
+    r = sigmoid(i_r + W_hr h + b_hr), z = sigmoid(i_z + W_hz h + b_hz)
+    n = tanh(i_n + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h
+    """
+    i_r, i_z, i_n = gates_in.chunk(3, dim=-1)
+    h_r, h_z, h_n = F.linear(hidden, rnn.weight_hh, rnn.bias_hh).chunk(3, dim=-1)
+    reset, update = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+    new = torch.tanh(i_n + reset * h_n)
+    return new + update * (hidden - new), None
+
+
+def _lstm_gates(
+    gates_in: Tensor, hidden: Tensor, cell: Tensor | None, rnn: nn.LSTMCell
+) -> tuple[Tensor, Tensor]:
+    """``nn.LSTMCell``'s update given its input product ``gates_in`` = W_ih x + b_ih ``[batch, 4*hidden]``:
+
+    i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (gates_in + W_hh h + b_hh), in four chunks
+    c' = f * c + i * g,  h' = o * tanh(c')
+    """
+    assert cell is not None, "an LSTM step needs its memory cell"
+    i, f, g, o = (gates_in + F.linear(hidden, rnn.weight_hh, rnn.bias_hh)).chunk(4, dim=-1)
+    cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(cell), cell
