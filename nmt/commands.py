@@ -97,6 +97,14 @@ COMMANDS: dict[str, Command] = {
             schema="nmt.config:BenchmarkConfig",
         ),
         Command(
+            "lexicon",
+            "add the vocabulary shortlist's table (lexicon.npz) to a model directory, from its training data",
+            run="nmt.shortlist:lexicon_command",
+            script="lexicon",
+            config="lexicon",
+            schema="nmt.config:LexiconConfig",
+        ),
+        Command(
             "push",
             "upload a model directory to the Hugging Face hub",
             run="nmt.hub:push",

@@ -475,6 +475,55 @@ class SearchConfig(Checked):
         )
 
 
+@dataclass
+class TranslationSearchConfig(SearchConfig):
+    """Search as the translating commands run it (translate, evaluate, serve): :class:`SearchConfig` plus the
+    vocabulary shortlist (:mod:`nmt.shortlist`).
+
+    Validation during training decodes with a plain SearchConfig, over the full vocabulary: ``Config.search``
+    has no shortlist keys, so a model directory's config.yaml and its format stay as they were.
+    """
+
+    # score only a per-batch shortlist of target pieces; needs the model directory's lexicon.npz (without one:
+    # one warning, and the full vocabulary)
+    shortlist: bool = False
+    shortlist_frequent: int = 100  # the most frequent target pieces, always in the shortlist
+    shortlist_per_source: int = 20  # and for each source piece of the batch, its best target pieces
+
+    def problems(self) -> list[Problem]:
+        return [
+            *super().problems(),
+            *found(
+                at_least(self, "shortlist_frequent", 0, "most frequent target pieces always kept"),
+                at_least(self, "shortlist_per_source", 0, "target pieces per source piece"),
+            ),
+        ]
+
+
+@dataclass
+class LexiconSettings(Checked):
+    """How the lexicon of a model directory (``lexicon.npz``, :mod:`nmt.shortlist`) is built from its training
+    pairs: at the end of training, and by ``nmt lexicon``."""
+
+    per_source: int = (
+        100  # target pieces listed per source piece: the most search.shortlist_per_source can use
+    )
+    max_pairs: int = 200_000  # training pairs counted, evenly spaced over the split when it has more; 0: all
+
+    def problems(self) -> list[Problem]:
+        return found(
+            at_least(self, "per_source", 1, "target pieces listed per source piece"),
+            at_least(self, "max_pairs", 0, "0: all"),
+        )
+
+
+@dataclass
+class LexiconConfig(LexiconSettings):
+    """``nmt lexicon``: (re)build the lexicon of an existing model directory from its training data."""
+
+    model_dir: str = MISSING
+
+
 # ------------------------------------------------------------------------------------------ top level
 @dataclass
 class Config(Checked):
@@ -525,7 +574,7 @@ class TranslateConfig(WeightsChoice):
     model_dir: str = MISSING
     input: str = "-"  # "-": stdin
     output: str = "-"  # "-": stdout
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: TranslationSearchConfig = field(default_factory=TranslationSearchConfig)
     quantize: Quantize = Quantize.none
     dump_attention: str | None = None  # write attention matrices here (read by visualize attention_file=)
     progress: bool = True
@@ -555,7 +604,7 @@ class EvaluateConfig(WeightsChoice):
     refs: list[str] = field(default_factory=list)  # reference files; empty: the split's references
     ref_versions: list[str] | None = None  # Bible: extra reference versions, instead of the model's own
     output: str | None = None  # JSON path; default: <model_dir>/eval/<split>.json (./eval/ for hf://)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: TranslationSearchConfig = field(default_factory=TranslationSearchConfig)
     quantize: Quantize = Quantize.none
     device: str = "auto"
     threads: int = 0
@@ -603,7 +652,8 @@ class ServeConfig(WeightsChoice):
     quantize: Quantize = Quantize.none
     device: str = "auto"
     threads: int = 0
-    search: SearchConfig = field(default_factory=SearchConfig)  # defaults for requests that set nothing
+    # defaults for requests that set nothing
+    search: TranslationSearchConfig = field(default_factory=TranslationSearchConfig)
     batching: bool = True  # False: every request runs alone (the baseline for load tests)
     max_batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     max_batch_tokens: int = 2000  # source tokens (EOS included) gathered into one model call
@@ -674,6 +724,9 @@ class BenchmarkConfig(Checked):
     repeats: int = 3  # figures are medians over repeats
     beams: list[int] = field(default_factory=lambda: [1, 5])
     quantize: list[Quantize] = field(default_factory=lambda: [Quantize.none, Quantize.int8])
+    shortlist: list[bool] = field(
+        default_factory=lambda: [False]
+    )  # [false,true]: with and without the shortlist
     gemm_size: int = 2048  # the reference fp32 matmul for MFU
     profile_updates: int = 0  # > 0: also run torch.profiler over this many updates and print the top ops
     output: str = "benchmark.json"  # the profile table goes next to it, as <stem>_profile.txt
@@ -816,6 +869,7 @@ def register_configs() -> None:
     cs.store(name="base_big_corpus", node=BigCorpusConfig)
     cs.store(name="base_scale", node=ScaleConfig)
     cs.store(name="base_gpu_check", node=GpuCheckConfig)
+    cs.store(name="base_lexicon", node=LexiconConfig)
 
 
 register_configs()

@@ -27,7 +27,7 @@ import torch
 from nmt import text_norm
 from nmt.attention_dump import MAGIC, encode_chunk
 from nmt.checkpoint import average_state_dicts, kept_checkpoints, load_checkpoint, resolve_checkpoint
-from nmt.config import Config, Quantize, SearchConfig, TranslateConfig, WeightsChoice
+from nmt.config import Config, Quantize, SearchConfig, TranslateConfig, TranslationSearchConfig, WeightsChoice
 from nmt.decode import decode_ids
 from nmt.device import resolve_device
 from nmt.errors import NmtError
@@ -36,6 +36,7 @@ from nmt.model import build_model
 from nmt.model.ensemble import Ensemble
 from nmt.model_dir import is_hub_name, read_model_config
 from nmt.search import Hypothesis
+from nmt.shortlist import LEXICON_FILE, Lexicon, Shortlist, load_lexicon
 from nmt.tokenizer import Tokenizer
 
 
@@ -86,15 +87,25 @@ def load_model_dir(
 
 
 class Translator:
-    """A trained model with its tokenizer, ready to translate lines."""
+    """A trained model with its tokenizer, ready to translate lines; ``lexicon`` (the model directory's
+    ``lexicon.npz``, or None) is what ``search.shortlist=true`` draws its shortlists from."""
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer: Tokenizer, config: Config, device: torch.device
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        config: Config,
+        device: torch.device,
+        lexicon: Lexicon | None = None,
+        model_dir: str | Path | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
+        self.lexicon = lexicon
+        self.model_dir = model_dir
+        self._warned_no_lexicon = False
 
     @classmethod
     def from_dir(
@@ -135,7 +146,11 @@ class Translator:
             if torch_device.type != "cpu":
                 raise NmtError("quantize=int8 runs on the CPU only: add device=cpu")
             model = quantize_int8(model)
-        return cls(model.to(torch_device), tokenizer, config, torch_device)
+        # a hub name has no local directory until load_model_dir resolves it: its lexicon is not looked for
+        lexicon = None
+        if not is_hub_name(model_dir):
+            lexicon = load_lexicon(model_dir, (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
+        return cls(model.to(torch_device), tokenizer, config, torch_device, lexicon, model_dir)
 
     @classmethod
     def from_config(cls, cfg: WeightsChoice) -> Translator:
@@ -150,6 +165,22 @@ class Translator:
         """``line`` as the model's training data was cleaned (:func:`nmt.text_norm.normalise` with the model
         directory's ``data.clean``): what the tokenizer gets."""
         return text_norm.normalise(line, self.config.data.clean.nfc)
+
+    def shortlist(self, cfg: SearchConfig) -> Shortlist | None:
+        """The shortlist that ``cfg`` asks for (``search.shortlist`` of a :class:`TranslationSearchConfig`), or
+        None: full-vocabulary search. Without a lexicon it warns, once per translator, and searches in full."""
+        if not (isinstance(cfg, TranslationSearchConfig) and cfg.shortlist):
+            return None
+        if self.lexicon is None:
+            if not self._warned_no_lexicon:
+                self._warned_no_lexicon = True
+                warnings.warn(
+                    f"{self.model_dir}: no {LEXICON_FILE}, so search.shortlist=true decodes over the full "
+                    f"vocabulary; add one with `nmt lexicon model_dir={self.model_dir}`",
+                    stacklevel=3,
+                )
+            return None
+        return Shortlist(self.lexicon, cfg.shortlist_frequent, cfg.shortlist_per_source)
 
     def translate(
         self,
@@ -177,7 +208,9 @@ class Translator:
                     stacklevel=2,
                 )
                 src_ids[position] = ids[: cfg.max_src_len]
-        nbests = decode_ids(self.model, src_ids, cfg, self.device, on_batch=on_batch, attention=attention)
+        nbests = decode_ids(
+            self.model, src_ids, cfg, self.device, on_batch, attention, shortlist=self.shortlist(cfg)
+        )
         results = [Translation(source=line, src_pieces=[], nbest=[], hypotheses=[]) for line in lines]
         for position, index in enumerate(todo):
             nbest = nbests[position]

@@ -1,4 +1,5 @@
 import json
+import shutil
 import statistics
 import time
 
@@ -6,6 +7,8 @@ import pytest
 from corpus import digit_config
 
 from nmt.config import BenchmarkConfig
+from nmt.errors import NmtError
+from nmt.shortlist import LEXICON_FILE
 from nmt.tools.benchmark import format_benchmark, gemm_flops_per_second, run_benchmark
 
 pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs: minutes, not seconds
@@ -72,10 +75,35 @@ def test_decoding_only(digit_model_dir, tmp_path):
         repeats=1,
         beams=[2],
         quantize=["none"],
+        shortlist=[False, True],
         gemm_size=64,
         output=str(tmp_path / "bench.json"),
     )
     results = run_benchmark(cfg)
     assert results["train_mfu"] is None and "train_target_tokens_per_second" not in results
-    assert [(r["quantize"], r["beam"]) for r in results["decode"]] == [("none", 2)]
-    assert "training:" not in format_benchmark(results)
+    assert [(r["quantize"], r["shortlist"], r["beam"]) for r in results["decode"]] == [
+        ("none", False, 2),
+        ("none", True, 2),
+    ]
+    table = format_benchmark(results)
+    assert "training:" not in table
+    assert [line.split()[:3] for line in table.splitlines()[-2:]] == [
+        ["none", "2", "full"],
+        ["none", "2", "short"],
+    ]
+
+
+def test_a_shortlist_benchmark_without_a_lexicon_is_an_error(digit_model_dir, tmp_path):
+    bare = tmp_path / "model"
+    shutil.copytree(digit_model_dir, bare)
+    (bare / LEXICON_FILE).unlink()
+    cfg = BenchmarkConfig(
+        config=digit_config(tmp_path),
+        model_dir=str(bare),
+        train_updates=0,
+        quantize=["none"],
+        shortlist=[True],
+        output=str(tmp_path / "bench.json"),
+    )
+    with pytest.raises(NmtError, match=f"{bare} has no {LEXICON_FILE}"):
+        run_benchmark(cfg)

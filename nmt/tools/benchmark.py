@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from nmt.config import BenchmarkConfig, Quantize, SearchConfig
+from nmt.config import BenchmarkConfig, Quantize, TranslationSearchConfig
 from nmt.device import set_threads
 from nmt.errors import NmtError
 from nmt.train.monitor import peak_rss_mib
@@ -98,40 +98,53 @@ def iter_batches(trainer: Any):
 
 
 def measure_decoding(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
-    """Translate the split with each beam size and quantization; median time over ``repeats``."""
+    """Translate the split with each quantization, shortlist choice and beam size; median time over ``repeats``.
+
+    Raises:
+        NmtError: when ``shortlist`` asks for the shortlist and the model directory has no lexicon (the figure
+            would be the full vocabulary's under the shortlist's name).
+    """
     from nmt.data.corpus import load_corpus
     from nmt.evaluate import split_streams
     from nmt.metrics import score_corpus
+    from nmt.shortlist import LEXICON_FILE
     from nmt.translate import Translator
 
     rows = []
     for quantize in cfg.quantize:
         device = "cpu" if Quantize(quantize) == Quantize.int8 else cfg.config.device
         translator = Translator.from_dir(cfg.model_dir, device=device, quantize=quantize)
+        if any(cfg.shortlist) and translator.lexicon is None:
+            raise NmtError(
+                f"shortlist={cfg.shortlist}: {cfg.model_dir} has no {LEXICON_FILE}; "
+                f"add one with `nmt lexicon model_dir={cfg.model_dir}`"
+            )
         splits, _ = load_corpus(translator.config.data)
         sources, refs = split_streams(splits[cfg.split])
-        for beam in cfg.beams:
-            search = SearchConfig(beam_size=beam)
-            times = []
-            for _ in range(cfg.repeats):
-                started = time.perf_counter()
-                results = translator.translate(sources, search, attention=False)
-                times.append(time.perf_counter() - started)
-            seconds = statistics.median(times)
-            pieces = sum(len(r.nbest[0].tokens) for r in results if r.nbest)
-            scores = score_corpus([r.text for r in results], refs[:1])
-            rows.append(
-                {
-                    "quantize": str(quantize),
-                    "beam": beam,
-                    "sentences": len(sources),
-                    "seconds": seconds,
-                    "sentences_per_second": len(sources) / seconds,
-                    "target_tokens_per_second": pieces / seconds,
-                    "bleu": scores["bleu"],
-                    "chrf": scores["chrf"],
-                }
-            )
+        for shortlist in cfg.shortlist:
+            for beam in cfg.beams:
+                search = TranslationSearchConfig(beam_size=beam, shortlist=shortlist)
+                times = []
+                for _ in range(cfg.repeats):
+                    started = time.perf_counter()
+                    results = translator.translate(sources, search, attention=False)
+                    times.append(time.perf_counter() - started)
+                seconds = statistics.median(times)
+                pieces = sum(len(r.nbest[0].tokens) for r in results if r.nbest)
+                scores = score_corpus([r.text for r in results], refs[:1])
+                rows.append(
+                    {
+                        "quantize": str(quantize),
+                        "shortlist": shortlist,
+                        "beam": beam,
+                        "sentences": len(sources),
+                        "seconds": seconds,
+                        "sentences_per_second": len(sources) / seconds,
+                        "target_tokens_per_second": pieces / seconds,
+                        "bleu": scores["bleu"],
+                        "chrf": scores["chrf"],
+                    }
+                )
     return rows
 
 
@@ -180,10 +193,13 @@ def format_benchmark(results: dict[str, Any]) -> str:
             f"MFU {100 * results['train_mfu']:.1f} %, peak RSS {results['train_peak_rss_mib']:,.0f} MiB"
         )
     if results["decode"]:
-        lines.append(f"{'decoding':<10}{'beam':>5}{'sent/s':>10}{'tok/s':>10}{'BLEU':>8}{'chrF':>8}")
+        lines.append(
+            f"{'decoding':<10}{'beam':>5}{'vocab':>7}{'sent/s':>10}{'tok/s':>10}{'BLEU':>8}{'chrF':>8}"
+        )
         for row in results["decode"]:
+            vocab = "short" if row["shortlist"] else "full"
             lines.append(
-                f"{row['quantize']:<10}{row['beam']:>5}{row['sentences_per_second']:>10.1f}"
+                f"{row['quantize']:<10}{row['beam']:>5}{vocab:>7}{row['sentences_per_second']:>10.1f}"
                 f"{row['target_tokens_per_second']:>10.0f}{row['bleu']:>8.2f}{row['chrf']:>8.2f}"
             )
     return "\n".join(lines)

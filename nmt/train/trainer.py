@@ -35,7 +35,7 @@ from nmt.checkpoint import (
     save_checkpoint,
     step_name,
 )
-from nmt.config import Config, CorpusSource, Precision
+from nmt.config import Config, CorpusSource, LexiconSettings, Precision
 from nmt.data.batching import Batch, TokenBucketSampler, collate
 from nmt.data.cache import load_entry
 from nmt.data.prepare import SUMMARY_FILE, PreparedData, prepare_data
@@ -43,6 +43,7 @@ from nmt.device import seed_everything, set_threads
 from nmt.errors import NmtError
 from nmt.model import build_model
 from nmt.model_dir import write_model_config
+from nmt.shortlist import lexicon_from_split, save_lexicon
 from nmt.tokenizer import Tokenizer
 from nmt.train import distributed
 from nmt.train.callbacks import TrainerCallbacks
@@ -435,10 +436,20 @@ class Trainer:
                 self._validate()
             self._tick()
             self.save(LAST)
+            if self.ranks.is_main:
+                self._write_lexicon()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return self._finish()
+
+    def _write_lexicon(self) -> None:
+        """The model directory's ``lexicon.npz`` (the vocabulary shortlist's table) from the training pairs."""
+        started = time.monotonic()
+        tok = self.data.tokenizer
+        vocab = (tok.src_vocab_size, tok.tgt_vocab_size)
+        path = save_lexicon(lexicon_from_split(self.train_split, vocab, LexiconSettings()), self.run_dir)
+        self.monitor_message(f"lexicon: {path} ({time.monotonic() - started:.1f} s)")
 
     def _run_epochs(self) -> None:
         tc = self.cfg.train
