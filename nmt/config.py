@@ -505,9 +505,8 @@ class LexiconSettings(Checked):
     """How the lexicon of a model directory (``lexicon.npz``, :mod:`nmt.shortlist`) is built from its training
     pairs: at the end of training, and by ``nmt lexicon``."""
 
-    per_source: int = (
-        100  # target pieces listed per source piece: the most search.shortlist_per_source can use
-    )
+    # target pieces listed per source piece: the most search.shortlist_per_source can use
+    per_source: int = 100
     max_pairs: int = 200_000  # training pairs counted, evenly spaced over the split when it has more; 0: all
 
     def problems(self) -> list[Problem]:
@@ -724,9 +723,8 @@ class BenchmarkConfig(Checked):
     repeats: int = 3  # figures are medians over repeats
     beams: list[int] = field(default_factory=lambda: [1, 5])
     quantize: list[Quantize] = field(default_factory=lambda: [Quantize.none, Quantize.int8])
-    shortlist: list[bool] = field(
-        default_factory=lambda: [False]
-    )  # [false,true]: with and without the shortlist
+    # search.shortlist settings to measure; [false,true]: without and with the vocabulary shortlist
+    shortlist: list[bool] = field(default_factory=lambda: [False])
     gemm_size: int = 2048  # the reference fp32 matmul for MFU
     profile_updates: int = 0  # > 0: also run torch.profiler over this many updates and print the top ops
     output: str = "benchmark.json"  # the profile table goes next to it, as <stem>_profile.txt

@@ -23,7 +23,7 @@ reference: search calls it once per output token. Teacher-forced ``forward`` (tr
 function, but keeps in its loop only what depends on the recurrence:
 
 * the target embeddings, and their half of the first cell's input product, W_ih [E y; c] = W_e E y + W_c c, are
-  one ``[batch*tgt_len, emb] x [emb, gates*hidden]`` GEMM before the loop (``_embedding_gates``); the loop adds
+  one ``[batch*tgt_len, emb] x [emb, gates*hidden]`` GEMM before the loop (in ``forward``); the loop adds
   W_c c and runs the first cell's gate arithmetic itself (``_gru_gates``/``_lstm_gates``, the formulas of
   ``nn.GRUCell``/``nn.LSTMCell``);
 * the Bahdanau pre-output t_i does not feed back, so it is one GEMM over all positions after the loop;
@@ -101,7 +101,6 @@ class Decoder(nn.Module):
         self.cells = nn.ModuleList(
             [cell(emb + feed if layer == 0 else hid, hid) for layer in range(cfg.dec_layers)]
         )
-        self.emb_size = emb
         self._first_gates = _lstm_gates if self.is_lstm else _gru_gates
         pre_in = hid + annotation if input_feeding else emb + hid + annotation
         self.pre_output = nn.Linear(pre_in, hid)  # W_c (luong) or W_o (bahdanau)
@@ -226,10 +225,10 @@ class Decoder(nn.Module):
             logits ``[batch, tgt_len, vocab]`` and attention weights ``[batch, tgt_len, src_len]``.
         """
         embedded = self.embed(tgt_in)  # all steps at once
-        first = self.cells[0]
+        first, emb_size = self.cells[0], self.embedding.embedding_dim
         # W_ih [E y; feed] = W_e E y + W_c feed: the W_e half for every position in one GEMM
-        emb_gates = F.linear(embedded, first.weight_ih[:, : self.emb_size], first.bias_ih)
-        feed_weight = first.weight_ih[:, self.emb_size :]
+        emb_gates = F.linear(embedded, first.weight_ih[:, :emb_size], first.bias_ih)
+        feed_weight = first.weight_ih[:, emb_size:]
         pre_outputs, attention = self._teacher_forced(embedded, emb_gates, feed_weight, enc)
         # One [batch*tgt_len, hidden] x [hidden, vocab] product instead of one per step.
         return self.logits(pre_outputs), attention

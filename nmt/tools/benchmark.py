@@ -8,6 +8,7 @@ are counted by :func:`nmt.model.flops.forward_flops` per real (unpadded) sentenc
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import statistics
@@ -121,30 +122,29 @@ def measure_decoding(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
             )
         splits, _ = load_corpus(translator.config.data)
         sources, refs = split_streams(splits[cfg.split])
-        for shortlist in cfg.shortlist:
-            for beam in cfg.beams:
-                search = TranslationSearchConfig(beam_size=beam, shortlist=shortlist)
-                times = []
-                for _ in range(cfg.repeats):
-                    started = time.perf_counter()
-                    results = translator.translate(sources, search, attention=False)
-                    times.append(time.perf_counter() - started)
-                seconds = statistics.median(times)
-                pieces = sum(len(r.nbest[0].tokens) for r in results if r.nbest)
-                scores = score_corpus([r.text for r in results], refs[:1])
-                rows.append(
-                    {
-                        "quantize": str(quantize),
-                        "shortlist": shortlist,
-                        "beam": beam,
-                        "sentences": len(sources),
-                        "seconds": seconds,
-                        "sentences_per_second": len(sources) / seconds,
-                        "target_tokens_per_second": pieces / seconds,
-                        "bleu": scores["bleu"],
-                        "chrf": scores["chrf"],
-                    }
-                )
+        for shortlist, beam in itertools.product(cfg.shortlist, cfg.beams):
+            search = TranslationSearchConfig(beam_size=beam, shortlist=shortlist)
+            times = []
+            for _ in range(cfg.repeats):
+                started = time.perf_counter()
+                results = translator.translate(sources, search, attention=False)
+                times.append(time.perf_counter() - started)
+            seconds = statistics.median(times)
+            pieces = sum(len(r.nbest[0].tokens) for r in results if r.nbest)
+            scores = score_corpus([r.text for r in results], refs[:1])
+            rows.append(
+                {
+                    "quantize": str(quantize),
+                    "shortlist": shortlist,
+                    "beam": beam,
+                    "sentences": len(sources),
+                    "seconds": seconds,
+                    "sentences_per_second": len(sources) / seconds,
+                    "target_tokens_per_second": pieces / seconds,
+                    "bleu": scores["bleu"],
+                    "chrf": scores["chrf"],
+                }
+            )
     return rows
 
 
