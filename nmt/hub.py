@@ -31,6 +31,7 @@ from nmt.errors import NmtError
 from nmt.hub_probe import hub_endpoint, hub_offline, hub_reachable, probe_address
 from nmt.model.encoder import encoder_size
 from nmt.model_dir import CONFIG_FILE, HUB_SCHEME, is_hub_name, package_version, read_model_config
+from nmt.shortlist import LEXICON_FILE
 
 BEST_CHECKPOINT = "checkpoints/best.pt"
 TOKENIZER_FILES = ("spm.model", "spm.src.model", "spm.tgt.model", "tokenizer.json")
@@ -40,6 +41,7 @@ UPLOADED_FILES = (
     CONFIG_FILE,
     *TOKENIZER_FILES,
     BEST_CHECKPOINT,
+    LEXICON_FILE,  # optional: search.shortlist=true needs it
     "summary.json",
     "metrics.json",
     "metrics.csv",

@@ -54,6 +54,15 @@ class Translation:
         return self.hypotheses[0] if self.hypotheses else ""
 
 
+def local_model_dir(model_dir: str | Path) -> Path:
+    """``model_dir`` itself, or the local snapshot of an ``hf://`` name (fetched into the hub cache if needed)."""
+    if not is_hub_name(model_dir):
+        return Path(model_dir)
+    from nmt.hub import resolve_model_dir  # huggingface_hub: only for a model on the hub
+
+    return resolve_model_dir(model_dir)
+
+
 def load_model_dir(
     model_dir: str | Path, weights: WeightsChoice | None = None
 ) -> tuple[Config, Tokenizer, torch.nn.Module]:
@@ -63,11 +72,7 @@ def load_model_dir(
     last K kept step checkpoints instead; ensembling is :meth:`Translator.from_dir`'s.
     """
     weights = weights or WeightsChoice()
-    if is_hub_name(model_dir):
-        from nmt.hub import resolve_model_dir  # huggingface_hub: only for a model on the hub
-
-        model_dir = resolve_model_dir(model_dir)
-    model_dir = Path(model_dir)
+    model_dir = local_model_dir(model_dir)
     if not model_dir.is_dir():
         raise NmtError(f"model_dir={model_dir}: not a directory (point it at a training run directory)")
     config = read_model_config(model_dir)
@@ -125,8 +130,9 @@ class Translator:
         to the RNN and linear layers (CPU only).
         """
         weights = weights or WeightsChoice()
+        model_dir = local_model_dir(model_dir)
         if weights.ensemble_last > 0:
-            paths = kept_checkpoints(Path(model_dir), weights.ensemble_last, "ensemble_last")
+            paths = kept_checkpoints(model_dir, weights.ensemble_last, "ensemble_last")
             loaded = [load_model_dir(model_dir, WeightsChoice(checkpoint=str(path))) for path in paths]
             config, tokenizer, _ = loaded[0]
             members = [member for _, _, member in loaded]
@@ -146,10 +152,7 @@ class Translator:
             if torch_device.type != "cpu":
                 raise NmtError("quantize=int8 runs on the CPU only: add device=cpu")
             model = quantize_int8(model)
-        # a hub name has no local directory until load_model_dir resolves it: its lexicon is not looked for
-        lexicon = None
-        if not is_hub_name(model_dir):
-            lexicon = load_lexicon(model_dir, (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
+        lexicon = load_lexicon(model_dir, (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
         return cls(model.to(torch_device), tokenizer, config, torch_device, lexicon, model_dir)
 
     @classmethod

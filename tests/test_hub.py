@@ -11,10 +11,11 @@ from huggingface_hub import scan_cache_dir
 from hydra import compose, initialize_config_dir
 
 import nmt.hub as hub
-from nmt.config import EvaluateConfig, PushConfig, SearchConfig, to_object
+from nmt.config import EvaluateConfig, PushConfig, SearchConfig, TranslationSearchConfig, to_object
 from nmt.errors import NmtError
 from nmt.evaluate import evaluate_model
 from nmt.hub import model_card, parse_hub_name, push, push_model_dir, resolve_model_dir, upload_files
+from nmt.shortlist import lexicon_from_pairs, save_lexicon
 from nmt.translate import Translator
 
 FIXTURE = Path(__file__).parent / "fixtures" / "model_dir_v2"
@@ -80,6 +81,28 @@ def test_a_hub_model_translates_like_the_local_directory(hf_home):
         expected = local.translate(PROBES, SearchConfig(beam_size=beam))
         got = remote.translate(PROBES, SearchConfig(beam_size=beam))
         assert [(t.text, t.nbest[0].score) for t in got] == [(t.text, t.nbest[0].score) for t in expected]
+
+
+def test_a_hub_model_brings_its_lexicon_for_the_shortlist(hf_home, tmp_path):
+    local = tmp_path / "with_lexicon"
+    shutil.copytree(FIXTURE, local)
+    tokenizer = Translator.from_dir(FIXTURE, device="cpu").tokenizer
+    pairs = [[4, 5, 6], [7, 8], [9, 10, 11]]
+    vocab = (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    save_lexicon(lexicon_from_pairs(pairs, pairs, vocab, per_source=2), local)
+    assert "lexicon.npz" in upload_files(local)
+    cache_snapshot(hf_home, "owner/name", local)
+    remote = Translator.from_dir("hf://owner/name", device="cpu")
+    want = Translator.from_dir(local, device="cpu").lexicon
+    assert remote.lexicon is not None and want is not None
+    assert (remote.lexicon.table == want.table).all() and (remote.lexicon.frequent == want.frequent).all()
+    search = TranslationSearchConfig(
+        beam_size=5, shortlist=True, shortlist_frequent=3, shortlist_per_source=2
+    )
+    assert remote.shortlist(search) is not None
+    assert [t.text for t in remote.translate(PROBES, search)] == [
+        t.text for t in Translator.from_dir(local, device="cpu").translate(PROBES, search)
+    ]
 
 
 def test_evaluating_a_hub_model_writes_to_the_working_directory(hf_home, tmp_path, monkeypatch):

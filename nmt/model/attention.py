@@ -67,8 +67,14 @@ class BahdanauAttention(Attention):
         return self.key_layer(states)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """v^T tanh(W s + U h_j): ``[batch, query]``, ``[batch, src_len, attention]`` -> ``[batch, src_len]``."""
-        return self.energy_layer(torch.tanh(self.query_layer(query).unsqueeze(1) + keys)).squeeze(-1)
+        """v^T tanh(W s + U h_j): ``[batch, query]``, ``[batch, src_len, attention]`` -> ``[batch, src_len]``.
+
+        The sum is a fresh ``[batch, src_len, attention]`` tensor, the largest of a step, so tanh overwrites it
+        instead of allocating a second one (tanh's gradient needs only its output). Beam 5 spends a fifth of
+        its time in this score.
+        """
+        energies = (self.query_layer(query).unsqueeze(1) + keys).tanh_()
+        return self.energy_layer(energies).squeeze(-1)
 
 
 class MultiplicativeAttention(Attention):
