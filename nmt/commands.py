@@ -155,6 +155,14 @@ COMMANDS: dict[str, Command] = {
             groups=("data", "model", "train"),
         ),
         Command(
+            "thread_study",
+            "every command under each thread count and OpenMP wait policy, alone and beside busy neighbours",
+            run="nmt.tools.thread_study:thread_study",
+            script="thread_study",
+            config="thread_study",
+            schema="nmt.config:ThreadStudyConfig",
+        ),
+        Command(
             "load_test",
             "load-test a running server on loopback: N concurrent clients, bounded in requests and time",
             run="nmt.commands:load_test",

@@ -536,11 +536,11 @@ class Config(Checked):
     run_dir: str = "runs/bible-en-fr"  # becomes the model directory
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: int = 0  # torch intra-op threads; 0: torch's default
+    threads: int = 0  # torch intra-op threads; 0: the cores no other process keeps busy at start
     resume: bool = False
 
     def problems(self) -> list[Problem]:
-        return found(at_least(self, "seed", 0), at_least(self, "threads", 0, "0: torch's default"))
+        return found(at_least(self, "seed", 0), at_least(self, "threads", 0, "0: the cores idle at start"))
 
 
 @dataclass
@@ -587,7 +587,7 @@ class TranslateConfig(WeightsChoice):
         return [
             *super().problems(),
             *found(
-                at_least(self, "threads", 0, "0: torch's default"),
+                at_least(self, "threads", 0, "0: the cores idle at start"),
                 at_least(self, "chunk_lines", 1, "lines translated and written at a time"),
             ),
         ]
@@ -609,7 +609,7 @@ class EvaluateConfig(WeightsChoice):
     threads: int = 0
 
     def problems(self) -> list[Problem]:
-        return [*super().problems(), *found(at_least(self, "threads", 0, "0: torch's default"))]
+        return [*super().problems(), *found(at_least(self, "threads", 0, "0: the cores idle at start"))]
 
 
 @dataclass
@@ -650,7 +650,9 @@ class ServeConfig(WeightsChoice):
     port: int = 8000
     quantize: Quantize = Quantize.none
     device: str = "auto"
-    threads: int = 0
+    # One thread served most requests per second on 2 cores, idle or beside a busy process (README, CPU threads):
+    # the batcher's event loop needs a core of its own.
+    threads: int = 1
     # defaults for requests that set nothing
     search: TranslationSearchConfig = field(default_factory=TranslationSearchConfig)
     batching: bool = True  # False: every request runs alone (the baseline for load tests)
@@ -669,7 +671,7 @@ class ServeConfig(WeightsChoice):
             *super().problems(),
             *found(
                 within(self, "port", "[1, 65535]", "a TCP port"),
-                at_least(self, "threads", 0, "0: torch's default"),
+                at_least(self, "threads", 0, "0: the cores idle at start"),
                 at_least(self, "max_batch_wait_ms", 0),
                 at_least(self, "max_batch_tokens", 1),
                 at_least(self, "max_lines", 1),
@@ -852,6 +854,62 @@ class GpuCheckConfig(Config):
         ]
 
 
+WAIT_POLICIES = ("unset", "active", "passive")  # OMP_WAIT_POLICY; unset: the OpenMP library's own default
+THREAD_STUDY_WORKLOADS = ("train", "evaluate", "translate", "serve")
+
+
+@dataclass
+class ThreadStudyConfig(Checked):
+    """``scripts/thread_study.py``: each command under each thread setting, alone and beside busy neighbours
+    (:mod:`nmt.tools.thread_study`)."""
+
+    model_dir: str = "runs/bible-en-fr"  # what evaluate, translate and serve run
+    workloads: list[str] = field(default_factory=lambda: list(THREAD_STUDY_WORKLOADS))
+    threads: list[int] = field(default_factory=lambda: [1, 2, 0])  # 0: the commands' default, automatic
+    wait_policies: list[str] = field(default_factory=lambda: ["unset", "passive"])
+    neighbours: list[int] = field(default_factory=lambda: [0, 1])  # processes keeping one core busy each
+    repeats: int = 2  # interleaved rounds; figures are their medians
+    line: str = "Love your neighbor as yourself."  # what translate and serve translate
+    train_updates: int = 30  # timed training updates per figure
+    serve_clients: int = 2
+    serve_seconds: float = 20.0
+    timeout_s: float = 600.0  # a command still running then is stopped and reported as slower than this
+    output: str = "thread_study.json"
+
+    def problems(self) -> list[Problem]:
+        return found(
+            require(
+                bool(self.workloads) and set(self.workloads) <= set(THREAD_STUDY_WORKLOADS),
+                "workloads",
+                self.workloads,
+                f"must be some of {list(THREAD_STUDY_WORKLOADS)}",
+            ),
+            require(
+                bool(self.threads) and min(self.threads) >= 0,
+                "threads",
+                self.threads,
+                "must be counts >= 0 (0: the commands' automatic choice)",
+            ),
+            require(
+                bool(self.wait_policies) and set(self.wait_policies) <= set(WAIT_POLICIES),
+                "wait_policies",
+                self.wait_policies,
+                f"must be some of {list(WAIT_POLICIES)}",
+            ),
+            require(
+                bool(self.neighbours) and min(self.neighbours) >= 0,
+                "neighbours",
+                self.neighbours,
+                "must be counts >= 0",
+            ),
+            at_least(self, "repeats", 1),
+            at_least(self, "train_updates", 1),
+            at_least(self, "serve_clients", 1),
+            require(self.serve_seconds > 0, "serve_seconds", self.serve_seconds, "must be > 0"),
+            require(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be > 0"),
+        )
+
+
 def register_configs() -> None:
     """Store the schemas so YAML in ``conf/`` is validated against them."""
     cs = ConfigStore.instance()
@@ -861,6 +919,7 @@ def register_configs() -> None:
     cs.store(name="base_visualize", node=VisualizeConfig)
     cs.store(name="base_fault_drill", node=FaultDrillConfig)
     cs.store(name="base_benchmark", node=BenchmarkConfig)
+    cs.store(name="base_thread_study", node=ThreadStudyConfig)
     cs.store(name="base_serve", node=ServeConfig)
     cs.store(name="base_push", node=PushConfig)
     cs.store(name="base_study_report", node=StudyReportConfig)

@@ -18,8 +18,10 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _single_thread():
+def _single_thread(monkeypatch):
     torch.set_num_threads(1)
+    # threads=0, the commands' default, would give in-process commands every idle core
+    monkeypatch.setattr("nmt.device.auto_threads", lambda *args, **kwargs: 1)
     yield
 
 

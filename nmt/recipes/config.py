@@ -94,12 +94,12 @@ class RecipeConfig(Checked):
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # The recipes' models are small: one thread is as fast as several, and a shared CPU's other jobs cannot
-    # stall it (several OpenMP threads per process slowed runs 10x under load). 0: torch's default.
+    # stall it (several OpenMP threads per process slowed runs 10x under load). 0: the cores idle at start.
     threads: int = 1
     run_dir: str = "runs/recipe"  # metrics.json, PNGs, the model
 
     def problems(self) -> list[Problem]:
-        return found(at_least(self, "seed", 0), at_least(self, "threads", 0, "0: torch's default"))
+        return found(at_least(self, "seed", 0), at_least(self, "threads", 0, "0: the cores idle at start"))
 
 
 # ----------------------------------------------------------------------------------------- sentiment

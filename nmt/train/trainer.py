@@ -139,7 +139,7 @@ class Trainer:
         self.ranks = distributed.current()  # rank 0 of 1 without a process group
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
-        set_threads(cfg.threads)
+        self.threads = set_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.device = distributed.rank_device(cfg.device, self.ranks)
         require_dev_set(cfg)
@@ -416,7 +416,13 @@ class Trainer:
         else:
             self.monitor = SilentMonitor()
         self.monitor_message(
-            f"model: {self.model.num_parameters():,} parameters on {self.device}; "
+            f"model: {self.model.num_parameters():,} parameters on {self.device}"
+            + (
+                f" ({self.threads} thread{'s' if self.threads > 1 else ''})"
+                if self.device.type == "cpu"
+                else ""
+            )
+            + "; "
             f"train {len(self.train_split):,} pairs, {len(self.sampler):,} batches/epoch"
             + (f" per process, {world} processes" if world > 1 else "")
             + f"; effective batch: up to {tc.max_tokens:,} tokens x accumulate {tc.accumulate} x {world} "
