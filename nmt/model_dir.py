@@ -5,7 +5,7 @@ A model directory is what training leaves in ``run_dir`` (``config.yaml``, the s
 top-level mapping::
 
     format:
-      version: 3
+      version: 4
       written_by: nmt 0.1.0
 
 Formats:
@@ -18,6 +18,8 @@ Formats:
    new with them) and ``data.bible.extra_src_versions`` / ``extra_tgt_versions``. Format 2 directories were
    trained without any of them: they read as ``ema_decay=0``, ``decay_start=0`` and no extra versions, whatever
    today's defaults are, so that resuming one continues the run it was.
+4. ``train.subword_alpha`` (subword regularisation). Format 3 directories trained on the one best segmentation:
+   they read as ``subword_alpha=0``.
 
 Reading an older format upgrades it in memory (one line on stderr says what changed); the files are left alone.
 A format newer than :data:`MODEL_DIR_FORMAT` fails with the versions on both sides. A change to ``Config`` that
@@ -41,7 +43,7 @@ from nmt.errors import NmtError
 
 CONFIG_FILE = "config.yaml"
 FORMAT_KEY = "format"
-MODEL_DIR_FORMAT = 3
+MODEL_DIR_FORMAT = 4
 HUB_SCHEME = "hf://"  # a model_dir naming a hub repository (nmt.hub), not a local path
 
 
@@ -99,8 +101,21 @@ def _upgrade_format_2(raw: dict[str, Any]) -> list[str]:
     return changes
 
 
+def _upgrade_format_3(raw: dict[str, Any]) -> list[str]:
+    """Format 3 trained on the one best segmentation."""
+    train = raw.setdefault("train", {})
+    if "subword_alpha" in train:
+        return []
+    train["subword_alpha"] = 0.0
+    return ["train.subword_alpha=0.0"]
+
+
 # UPGRADES[n] turns a format n config (a plain dict, edited in place) into format n + 1; returns what it set.
-UPGRADES: dict[int, Callable[[dict[str, Any]], list[str]]] = {1: _upgrade_format_1, 2: _upgrade_format_2}
+UPGRADES: dict[int, Callable[[dict[str, Any]], list[str]]] = {
+    1: _upgrade_format_1,
+    2: _upgrade_format_2,
+    3: _upgrade_format_3,
+}
 
 
 def _format_stamp(raw: dict[str, Any], path: Path) -> tuple[int, str]:

@@ -144,7 +144,20 @@ class SideVocab:
         self._model_id = {piece: i for i, piece in enumerate(used)}
 
     def encode(self, lines: list[str]) -> list[list[int]]:
-        ids = self.sp.encode(lines, out_type=int)
+        return self._to_model(self.sp.encode(lines, out_type=int))
+
+    def sample(self, lines: list[str], alpha: float) -> list[list[int]]:
+        """One segmentation per line drawn from all of them (sentencepiece's lattice sampling, Kudo 2018):
+        with probability proportional to P(segmentation)^alpha for a unigram model, or with each merge dropped
+        with probability alpha for BPE.
+
+        The draws are not reproducible: sentencepiece's only seed is process-wide and also steers its trainer,
+        so seeding it here would change every tokenizer trained later in the same process."""
+        return self._to_model(
+            self.sp.encode(lines, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1)
+        )
+
+    def _to_model(self, ids: list[list[int]]) -> list[list[int]]:
         if not self.trimmed:
             return ids
         return [[self._model_id[i] for i in seq] for seq in ids]
@@ -323,6 +336,14 @@ class Tokenizer:
     def encode_tgt(self, lines: list[str]) -> list[list[int]]:
         """Target sentences to piece ids, no specials added."""
         return self._tgt.encode(list(lines))
+
+    def sample_src(self, lines: list[str], alpha: float) -> list[list[int]]:
+        """Source sentences to sampled piece ids (subword regularisation, see :meth:`SideVocab.sample`)."""
+        return self._src.sample(list(lines), alpha)
+
+    def sample_tgt(self, lines: list[str], alpha: float) -> list[list[int]]:
+        """Target sentences to sampled piece ids (subword regularisation, see :meth:`SideVocab.sample`)."""
+        return self._tgt.sample(list(lines), alpha)
 
     def decode_src(self, ids: Sequence[int]) -> str:
         """Source piece ids back to text (pad/bos/eos dropped)."""

@@ -124,3 +124,18 @@ def test_trimmed_joint_model_keeps_each_sides_own_pieces(tmp_path, joint):
     again = Tokenizer.load(tmp_path)
     assert (again.src_vocab_size, again.tgt_vocab_size) == (tok.src_vocab_size, tok.tgt_vocab_size)
     assert again.encode_tgt(fr[:5]) == tok.encode_tgt(fr[:5])
+
+
+def test_sampled_segmentations_spell_the_line(tmp_path, joint):
+    line = "une femme voit la rivière et le vieux homme donne le pain"
+    best = joint.encode_tgt([line])[0]
+    drawn = {tuple(ids) for ids in joint.sample_tgt([line] * 20, alpha=0.1)}
+    assert all(joint.decode_tgt(ids) == line for ids in drawn)
+    assert len(drawn) > 2 and any(list(ids) != best for ids in drawn)
+    # A trimmed side samples among its own pieces only, in its dense id space.
+    fr = sentences(FR, 300, 2)
+    trimmed = Tokenizer.train(sentences(EN, 300, 1), fr, TokenizerConfig(vocab_size=120), tmp_path)
+    samples = trimmed.sample_tgt(fr[:50], alpha=0.1)
+    assert max(max(s) for s in samples) < trimmed.tgt_vocab_size
+    assert [trimmed.decode_tgt(s) for s in samples] == fr[:50]
+    assert samples != trimmed.encode_tgt(fr[:50])

@@ -12,10 +12,12 @@ from corpus import digit_config, trained_digit_model
 
 from nmt.checkpoint import load_checkpoint
 from nmt.config import Config
+from nmt.data.batching import collate
 from nmt.errors import NmtError
 from nmt.train.callbacks import TrainerCallbacks
 from nmt.train.schedules import budget_lr
 from nmt.train.trainer import Trainer, train
+from nmt.vocab import PAD_ID
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -257,6 +259,25 @@ def test_hooks_and_fsync_fire_in_order_with_their_steps(tmp_path):
     second = Recorder(ckpt_dir)
     Trainer(cfg, callbacks=second, fsync=second.fsync).fit()
     assert second.calls[:4] == [("before_resume", None), ("after_resume", ("last.pt", 6)), *updates(7)]
+
+
+def test_subword_sampling_draws_fresh_segmentations_of_the_same_text(tmp_path):
+    cfg = tiny_config(tmp_path, subword_alpha=0.1)
+    trainer = Trainer(cfg)
+    tok, indices = trainer.data.tokenizer, next(iter(trainer.sampler))
+    texts = trainer.data.splits["train"][indices]
+    best = collate(tok.encode_src(texts["src"]), tok.encode_tgt(texts["tgt"]), indices)
+
+    def segmentations(batch) -> tuple[list[list[int]], list[list[int]]]:
+        src = [row[: n - 1].tolist() for row, n in zip(batch.src, batch.src_lengths)]
+        tgt = [[i for i in row.tolist() if i != PAD_ID][:-1] for row in batch.tgt_out]
+        return src, tgt
+
+    drawn = [segmentations(trainer._batch(indices)) for _ in range(3)]
+    for src, tgt in drawn:  # every draw spells the same sentences
+        assert [tok.decode_src(s) for s in src] == texts["src"]
+        assert [tok.decode_tgt(t) for t in tgt] == texts["tgt"]
+    assert len({repr(d) for d in drawn}) > 1 and drawn[0] != segmentations(best)  # and the draws differ
 
 
 def test_accumulation_equals_one_large_batch(tmp_path):

@@ -155,6 +155,10 @@ class Trainer:
         )
         self.schedule = LrSchedule(self.optimizer, tc)
         self.train_split = self.data.splits["train"].select_columns(["src_ids", "tgt_ids"])
+        # Subword regularisation segments each batch's text afresh; the prepared ids still size the batches.
+        self.train_text = (
+            self.data.splits["train"].select_columns(["src", "tgt"]) if tc.subword_alpha else None
+        )
         self.sampler = TokenBucketSampler(
             *self.data.lengths("train"),  # numpy arrays straight from Arrow: no Python int per pair
             tc.max_tokens,
@@ -323,8 +327,12 @@ class Trainer:
             print(text, flush=True)
 
     def _batch(self, indices: list[int]) -> Batch:
-        rows = self.train_split[indices]
-        return collate(rows["src_ids"], rows["tgt_ids"], indices).to(self.device)
+        if self.train_text is None:
+            rows = self.train_split[indices]
+            return collate(rows["src_ids"], rows["tgt_ids"], indices).to(self.device)
+        rows, tok, alpha = self.train_text[indices], self.data.tokenizer, self.cfg.train.subword_alpha
+        src_ids, tgt_ids = tok.sample_src(rows["src"], alpha), tok.sample_tgt(rows["tgt"], alpha)
+        return collate(src_ids, tgt_ids, indices).to(self.device)
 
     def _update(self, batches: list[Batch]) -> tuple[float, float, int] | None:
         """One optimizer update over ``batches`` (gradient accumulation). Returns (loss, nll, tokens) per
