@@ -86,8 +86,11 @@ def auto_threads(sample_s: float = LOAD_SAMPLE_S, stat: Path = PROC_STAT) -> int
 
 
 def set_threads(threads: int) -> int:
-    """Set torch's intra-op thread count: ``threads``, or with 0 the cores idle right now (:func:`auto_threads`).
-    Returns the count set."""
+    """Set torch's intra-op thread count: ``threads``; with 0, ``OMP_NUM_THREADS`` when it is set (the user's or
+    torchrun's choice, which torch already follows), else the cores idle right now (:func:`auto_threads`).
+    Returns the count in use."""
+    if threads == 0 and os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
     count = threads if threads > 0 else auto_threads()
     torch.set_num_threads(count)
     return count

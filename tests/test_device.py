@@ -63,3 +63,15 @@ def test_set_threads_sets_and_returns_the_count(monkeypatch):
         assert 1 <= chosen <= len(os.sched_getaffinity(0)) and torch.get_num_threads() == chosen
     finally:
         torch.set_num_threads(before)
+
+
+def test_threads_0_follows_omp_num_threads_when_it_is_set(monkeypatch):
+    def not_called() -> int:
+        raise AssertionError("auto_threads ran although OMP_NUM_THREADS was set")
+
+    monkeypatch.setattr("nmt.device.auto_threads", not_called)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as torchrun sets it for each process
+    assert set_threads(0) == torch.get_num_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("nmt.device.auto_threads", lambda: 1)
+    assert set_threads(0) == 1

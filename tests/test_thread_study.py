@@ -40,6 +40,8 @@ def test_one_thread_gets_one_policy_and_more_threads_get_every_policy():
 
 def test_the_policy_reaches_the_environment_and_unset_removes_an_inherited_one(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert "OMP_NUM_THREADS" not in Setting(0, "unset").environment()
     assert Setting(2, "passive").environment()["OMP_WAIT_POLICY"] == "PASSIVE"
     assert "OMP_WAIT_POLICY" not in Setting(2, "unset").environment()
     assert Setting(2, "unset").environment()["PATH"] == os.environ["PATH"]

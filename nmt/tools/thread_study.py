@@ -63,9 +63,11 @@ class Setting:
         return f"{count}, {self.policy}"
 
     def environment(self) -> dict[str, str]:
-        """This process's environment with the policy applied."""
+        """This process's environment with the policy applied, and without OMP_NUM_THREADS, which would decide
+        the automatic setting's count."""
         env = dict(os.environ)
         env.pop("OMP_WAIT_POLICY", None)
+        env.pop("OMP_NUM_THREADS", None)
         if self.policy != "unset":
             env["OMP_WAIT_POLICY"] = self.policy.upper()
         return env
