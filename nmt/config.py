@@ -173,6 +173,22 @@ def within(cfg: Any, name: str, interval: str, meaning: str = "") -> Problem | N
     return require(above_low and below_high, name, value, _with_meaning(f"must be in {interval}", meaning))
 
 
+def some_of(cfg: Any, name: str, allowed: tuple[str, ...]) -> Problem | None:
+    """Field ``name`` of ``cfg`` must be a non-empty list drawn from ``allowed``."""
+    value = getattr(cfg, name)
+    return require(
+        bool(value) and set(value) <= set(allowed), name, value, f"must be some of {list(allowed)}"
+    )
+
+
+def counts_at_least(cfg: Any, name: str, low: int, meaning: str = "") -> Problem | None:
+    """Field ``name`` of ``cfg`` must be a non-empty list of counts, each ``>= low``."""
+    value = getattr(cfg, name)
+    return require(
+        bool(value) and min(value) >= low, name, value, _with_meaning(f"must be counts >= {low}", meaning)
+    )
+
+
 def _with_meaning(rule: str, meaning: str) -> str:
     return f"{rule} ({meaning})" if meaning else rule
 
@@ -884,30 +900,10 @@ class ThreadStudyConfig(Checked):
 
     def problems(self) -> list[Problem]:
         return found(
-            require(
-                bool(self.workloads) and set(self.workloads) <= set(THREAD_STUDY_WORKLOADS),
-                "workloads",
-                self.workloads,
-                f"must be some of {list(THREAD_STUDY_WORKLOADS)}",
-            ),
-            require(
-                bool(self.threads) and min(self.threads) >= 0,
-                "threads",
-                self.threads,
-                "must be counts >= 0 (0: the commands' automatic choice)",
-            ),
-            require(
-                bool(self.wait_policies) and set(self.wait_policies) <= set(WAIT_POLICIES),
-                "wait_policies",
-                self.wait_policies,
-                f"must be some of {list(WAIT_POLICIES)}",
-            ),
-            require(
-                bool(self.neighbours) and min(self.neighbours) >= 0,
-                "neighbours",
-                self.neighbours,
-                "must be counts >= 0",
-            ),
+            some_of(self, "workloads", THREAD_STUDY_WORKLOADS),
+            counts_at_least(self, "threads", 0, "0: the commands' automatic choice"),
+            some_of(self, "wait_policies", WAIT_POLICIES),
+            counts_at_least(self, "neighbours", 0),
             at_least(self, "repeats", 1),
             at_least(self, "train_updates", 1),
             at_least(self, "serve_clients", 1),
