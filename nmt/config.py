@@ -751,7 +751,10 @@ class BenchmarkConfig(Checked):
     shortlist: list[bool] = field(default_factory=lambda: [False])
     gemm_size: int = 2048  # the reference fp32 matmul for MFU
     profile_updates: int = 0  # > 0: also run torch.profiler over this many updates and print the top ops
-    output: str = "benchmark.json"  # the profile table goes next to it, as <stem>_profile.txt
+    # > 0: also run torch.profiler over fp32 decoding of the split's first N sentences with the largest beam
+    profile_sentences: int = 0
+    # the profile tables go next to it, as <stem>_profile.txt (training) and <stem>_decode_profile.txt
+    output: str = "benchmark.json"
 
     def problems(self) -> list[Problem]:
         return found(
@@ -763,6 +766,7 @@ class BenchmarkConfig(Checked):
             ),
             at_least(self, "gemm_size", 1),
             at_least(self, "profile_updates", 0, "0: no profile"),
+            at_least(self, "profile_sentences", 0, "0: no profile"),
         )
 
 

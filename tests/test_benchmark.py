@@ -9,7 +9,8 @@ from corpus import digit_config
 from nmt.config import BenchmarkConfig
 from nmt.errors import NmtError
 from nmt.shortlist import LEXICON_FILE
-from nmt.tools.benchmark import format_benchmark, gemm_flops_per_second, run_benchmark
+from nmt.tools.benchmark import format_benchmark, gemm_flops_per_second, profile_decoding, run_benchmark
+from nmt.translate import Translator
 
 pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs: minutes, not seconds
 
@@ -30,6 +31,7 @@ def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
         beams=[1, 3],
         gemm_size=128,
         profile_updates=2,
+        profile_sentences=5,
         output=str(tmp_path / "bench.json"),
     )
     results = run_benchmark(cfg)
@@ -65,6 +67,18 @@ def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
     ]
     profile = (tmp_path / "bench_profile.txt").read_text()
     assert "aten::mm" in profile and "Self CPU time total" in profile
+    assert "Self CPU time total" in (tmp_path / "bench_decode_profile.txt").read_text()
+
+
+def test_decoding_profile_covers_the_search(digit_model_dir, tmp_path):
+    translator = Translator.from_dir(str(digit_model_dir))
+    ops = profile_decoding(translator, ["one two", "three"], beam=3, output=tmp_path / "bench.json")
+    # beam search's own ops: the top-k over the candidates and the output layer's log-softmax
+    assert {"aten::topk", "aten::log_softmax"} <= ops
+    table = (tmp_path / "bench_decode_profile.txt").read_text()
+    assert (
+        "Self CPU time total" in table and len(table.splitlines()) <= 25 + 6
+    )  # 25 ops, header, rules, total
 
 
 def test_decoding_only(digit_model_dir, tmp_path):

@@ -81,10 +81,28 @@ def profile_training(trainer: Any, batches: Any, updates: int, output: Path) -> 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(updates):
             trainer._update([next(batches)[1]])
+    write_profile(prof, output.with_name(output.stem + "_profile.txt"), f"{updates} training updates")
+
+
+def profile_decoding(translator: Any, sources: list[str], beam: int, output: Path) -> set[str]:
+    """torch.profiler over translating ``sources`` with beam size ``beam``: the ops by self CPU time, printed
+    and written to ``<output stem>_decode_profile.txt``. Returns the names of every op profiled."""
+    from torch.profiler import ProfilerActivity, profile
+
+    search = TranslationSearchConfig(beam_size=beam)
+    translator.translate(sources[:1], search, attention=False)  # warm-up: thread pool, allocator
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        translator.translate(sources, search, attention=False)
+    path = output.with_name(output.stem + "_decode_profile.txt")
+    write_profile(prof, path, f"beam {beam} decoding of {len(sources)} sentences")
+    return {event.key for event in prof.key_averages()}
+
+
+def write_profile(prof: Any, path: Path, what: str) -> None:
+    """The 25 ops with the most self CPU time, printed and written to ``path``."""
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    path = output.with_name(output.stem + "_profile.txt")
     path.write_text(table + "\n", encoding="utf-8")
-    print(f"profile of {updates} training updates (written to {path}):\n{table}")
+    print(f"profile of {what} (written to {path}):\n{table}")
 
 
 def iter_batches(trainer: Any):
@@ -122,6 +140,8 @@ def measure_decoding(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
             )
         splits, _ = load_corpus(translator.config.data)
         sources, refs = split_streams(splits[cfg.split])
+        if cfg.profile_sentences and Quantize(quantize) == Quantize.none:
+            profile_decoding(translator, sources[: cfg.profile_sentences], max(cfg.beams), Path(cfg.output))
         for shortlist, beam in itertools.product(cfg.shortlist, cfg.beams):
             search = TranslationSearchConfig(beam_size=beam, shortlist=shortlist)
             times = []
