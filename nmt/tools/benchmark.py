@@ -81,7 +81,9 @@ def profile_training(trainer: Any, batches: Any, updates: int, output: Path) -> 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(updates):
             trainer._update([next(batches)[1]])
-    write_profile(prof, output.with_name(output.stem + "_profile.txt"), f"{updates} training updates")
+    write_profile(
+        prof.key_averages(), output.with_name(output.stem + "_profile.txt"), f"{updates} training updates"
+    )
 
 
 def profile_decoding(translator: Any, sources: list[str], beam: int, output: Path) -> set[str]:
@@ -93,14 +95,15 @@ def profile_decoding(translator: Any, sources: list[str], beam: int, output: Pat
     translator.translate(sources[:1], search, attention=False)  # warm-up: thread pool, allocator
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         translator.translate(sources, search, attention=False)
+    averages = prof.key_averages()
     path = output.with_name(output.stem + "_decode_profile.txt")
-    write_profile(prof, path, f"beam {beam} decoding of {len(sources)} sentences")
-    return {event.key for event in prof.key_averages()}
+    write_profile(averages, path, f"beam {beam} decoding of {len(sources)} sentences")
+    return {event.key for event in averages}
 
 
-def write_profile(prof: Any, path: Path, what: str) -> None:
-    """The 25 ops with the most self CPU time, printed and written to ``path``."""
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+def write_profile(averages: Any, path: Path, what: str) -> None:
+    """The 25 ops with the most self CPU time in a profile's ``key_averages()``, printed and written to ``path``."""
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=25)
     path.write_text(table + "\n", encoding="utf-8")
     print(f"profile of {what} (written to {path}):\n{table}")
 
