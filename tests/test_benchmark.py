@@ -6,7 +6,7 @@ import time
 import pytest
 from corpus import digit_config
 
-from nmt.config import BenchmarkConfig
+from nmt.config import BenchmarkConfig, DecoderStep
 from nmt.errors import NmtError
 from nmt.shortlist import LEXICON_FILE
 from nmt.tools.benchmark import format_benchmark, gemm_flops_per_second, profile_decoding, run_benchmark
@@ -19,6 +19,22 @@ def test_gemm_rate_is_2n_cubed_over_the_fastest_repeat(monkeypatch):
     readings = iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.4])  # repeats of 0.5 s, 0.25 s and 0.4 s
     monkeypatch.setattr(time, "perf_counter", lambda: next(readings))
     assert gemm_flops_per_second(64, repeats=3) == 2 * 64**3 / 0.25
+
+
+def test_the_training_figures_train_the_peers_recipe_not_our_defaults():
+    """The same-shape comparison with OpenNMT-py (shared/bench/peers/onmt/rnn_enfr.yaml) must not follow a change
+    of our own defaults: 3,000-token batches, learning rate 1e-3, no label smoothing, input feeding, no bridge,
+    attention of the decoder's size."""
+    mirrored = BenchmarkConfig().config
+    assert (mirrored.train.max_tokens, mirrored.train.lr, mirrored.train.label_smoothing) == (3000, 1e-3, 0.0)
+    model = mirrored.model
+    assert (model.decoder_step, model.bridge, model.enc_hidden_size, model.attention_size) == (
+        DecoderStep.luong,
+        False,
+        128,
+        256,
+    )
+    assert mirrored.tokenizer.vocab_size == 8000
 
 
 def test_benchmark_end_to_end_on_a_tiny_model(digit_model_dir, tmp_path):
