@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from nmt.config import AttentionType, DecoderStep, ModelConfig, RnnType
+from nmt.config import AttentionType, BenchmarkConfig, DecoderStep, ModelConfig, RnnType
 from nmt.model import DecoderState, EncoderOutput, Seq2Seq, build_model
 from nmt.vocab import BOS_ID as BOS
 from nmt.vocab import EOS_ID as EOS
@@ -235,10 +235,9 @@ def test_parameter_count_of_the_default_model() -> None:
     assert model.num_parameters(trainable_only=True) == 5_039_571
     tied = build_model(ModelConfig(tie_embeddings=True), 4252, 5331)
     assert model.num_parameters() - tied.num_parameters() == 5331 * 256
-    # The peers' OpenNMT-py model (128 per encoder direction, input feeding, no bridge) has 4,977,624.
-    peer_shape = ModelConfig(
-        enc_hidden_size=128, attention_size=256, decoder_step=DecoderStep.luong, bridge=False
-    )
+    # The peers' OpenNMT-py model, as the benchmark mirrors it (128 per encoder direction, input feeding, no
+    # bridge, attention 256), has 4,977,624.
+    peer_shape = BenchmarkConfig().config.model
     assert build_model(peer_shape, 4252, 5331).num_parameters() == 4_974_035
 
 
