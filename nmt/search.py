@@ -1,7 +1,9 @@
 """Greedy and batched beam search over the model's decoding protocol.
 
 Search knows the model only through ``encode`` -> ``init_decoder_state`` -> ``decode_step`` (see
-:class:`DecodingModel`); ``EncoderOutput`` and ``DecoderState`` are opaque apart from ``index_select``.
+:class:`DecodingModel`); ``EncoderOutput`` and ``DecoderState`` are opaque apart from ``index_select``. The
+encoder output stays one row per sentence; the decoder state has one row per hypothesis (``beam`` consecutive
+rows per sentence in beam search), so the beams of a sentence share its encoding instead of copying it.
 
 Rules shared by both searches (one helper, :func:`_constrain`, applies them):
 
@@ -26,7 +28,7 @@ maximum length, or (d) no alive beam has a finite score. (b) is exact: log-probs
 beam with log-prob ``l <= 0`` can at best end with ``l / max(norm)`` over the lengths it can still reach; it
 never changes the result, only stops early. (a) is the usual beam cap, and makes ``beam_size=1`` stop at the
 first EOS, i.e. behave exactly like greedy search. Done sentences leave the working set (``index_select``
-on the encoder output and the state), so the batch shrinks as sentences finish.
+on the encoder output's sentences and the state's rows), so the batch shrinks as sentences finish.
 
 No history is copied while searching: each step writes its tokens, the beam each new beam extends, and the
 attention weights into buffers allocated once per batch (``[batch, beam, max_len]``; the attention
@@ -54,7 +56,12 @@ NEG_INF = float("-inf")
 
 
 class DecodingModel(Protocol):
-    """What search needs of a model; encoder output and decoder state must have ``index_select(index)``."""
+    """What search needs of a model; encoder output and decoder state must have ``index_select(index)``.
+
+    ``decode_step(prev_tokens [rows], state, enc)`` gets an ``enc`` of ``sentences`` rows and a state of
+    ``rows = sentences * group`` rows, the ``group`` rows of a sentence consecutive (``group`` = 1 in greedy
+    search, the beam size in beam search).
+    """
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any: ...
 
@@ -234,8 +241,8 @@ def beam_search(
     n = src.size(0)
     enc = model.encode(src, src_lengths)
     state = model.init_decoder_state(enc)
-    rows = torch.arange(n, device=device).repeat_interleave(beam)
-    enc, state = enc.index_select(rows), state.index_select(rows)  # rows [n * beam], sentence-major
+    # the state gets a row per beam, sentence-major ([n * beam]); enc keeps one row per sentence
+    state = state.index_select(torch.arange(n, device=device).repeat_interleave(beam))
     max_lens = max_output_lengths(src_lengths, cfg).to(device)
     longest = int(max_lens.max()) if n else 0
     history = _History(n, beam, longest, src.size(1), device, attention)
@@ -309,7 +316,7 @@ def beam_search(
             sentence, max_lens = sentence[live], max_lens[live]
             n_finished, kept = n_finished[live], kept[live]
             live_rows = (live.unsqueeze(1) * beam + torch.arange(beam, device=device)).flatten()
-            enc, row_max_lens = enc.index_select(live_rows), row_max_lens[live_rows]
+            enc, row_max_lens = enc.index_select(live), row_max_lens[live_rows]
             n = live.numel()
         history.record_step(sentence, step, token, origin)
         state = state.index_select(reorder.flatten())

@@ -33,6 +33,24 @@ def test_weights_are_a_distribution_over_real_tokens(kind: AttentionType) -> Non
 
 
 @pytest.mark.parametrize("kind", list(AttentionType))
+def test_beams_share_their_sentences_keys(kind: AttentionType) -> None:
+    """Three queries per sentence against one copy of its keys give what each query gets against a copy of its
+    own (the encoding repeated per beam, as beam search used to hold it), row for row."""
+    torch.manual_seed(0)
+    attention = build_attention(kind, QUERY, KEY, ATT)
+    _, states, mask = _inputs()
+    query = torch.randn(9, QUERY, generator=torch.Generator().manual_seed(1))  # sentence i: rows 3i..3i+2
+    context, weights = attention(query, attention.project_keys(states), states, mask)
+    per_row = states.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)
+    expected = attention(query, attention.project_keys(per_row[0]), *per_row)
+    torch.testing.assert_close(context, expected[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights, expected[1], rtol=0, atol=1e-6)
+    assert torch.equal(weights[7, 1:], torch.zeros(4))  # rows 6..8 are the one-token sentence's
+    with pytest.raises(ValueError, match="7 query rows do not divide into the 3 sentences"):
+        attention(query[:7], attention.project_keys(states), states, mask)
+
+
+@pytest.mark.parametrize("kind", list(AttentionType))
 def test_padding_content_has_no_effect(kind: AttentionType) -> None:
     torch.manual_seed(0)
     attention = build_attention(kind, QUERY, KEY, ATT)
@@ -77,9 +95,9 @@ def test_general_score_formula() -> None:
     torch.manual_seed(0)
     attention = build_attention(AttentionType.general, QUERY, KEY, ATT)
     query, states, _ = _inputs()
-    scores = attention.score(query, attention.project_keys(states))
+    scores = attention.score(query.unsqueeze(1), attention.project_keys(states))  # one query per sentence
     torch.testing.assert_close(
-        scores, torch.einsum("bq,qk,bsk->bs", query, attention.key_layer.weight, states)
+        scores.squeeze(1), torch.einsum("bq,qk,bsk->bs", query, attention.key_layer.weight, states)
     )
 
 
@@ -89,7 +107,9 @@ def test_dot_projects_only_when_sizes_differ() -> None:
     _, states, _ = _inputs()
     query = torch.randn(3, KEY)
     assert same.project_keys(states) is states
-    torch.testing.assert_close(same.score(query, states), torch.einsum("bk,bsk->bs", query, states))
+    torch.testing.assert_close(
+        same.score(query.unsqueeze(1), states).squeeze(1), torch.einsum("bk,bsk->bs", query, states)
+    )
 
     differ = build_attention(AttentionType.dot, QUERY, KEY, ATT)
     assert differ.key_layer.weight.shape == (QUERY, KEY) and differ.key_layer.bias is None

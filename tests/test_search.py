@@ -58,10 +58,13 @@ class FakeModel:
     def decode_step(
         self, prev: Tensor, state: FakeState, enc: FakeEncoding
     ) -> tuple[Tensor, FakeState, Tensor]:
+        # one encoding per sentence, `group` consecutive state rows (its beams) per sentence, as in Seq2Seq
+        group = prev.size(0) // max(enc.states.size(0), 1)
+        states, mask = enc.states.repeat_interleave(group, 0), enc.mask.repeat_interleave(group, 0)
         query = state.hidden + self.embedding[prev]
-        energy = (enc.states @ query.unsqueeze(2)).squeeze(2).masked_fill(~enc.mask, float("-inf"))
+        energy = (states @ query.unsqueeze(2)).squeeze(2).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(energy, dim=1)
-        context = (weights.unsqueeze(1) @ enc.states).squeeze(1)
+        context = (weights.unsqueeze(1) @ states).squeeze(1)
         step = state.step.clamp(max=self.table.size(0) - 1)
         logits = self.table[step, prev] + self.source_weight * ((query + context) @ self.output)
         new_state = FakeState(torch.tanh((state.hidden + context) @ self.mix), state.step + 1)

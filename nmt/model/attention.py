@@ -6,6 +6,10 @@ part of the score that does not depend on the decoder), ``forward`` runs at ever
     e_ij = score(s, h_j)                     for each source position j
     a_ij = exp(e_ij) / sum_k exp(e_ik)       softmax over the real (non-padding) positions only
     c_i  = sum_j a_ij h_j                    the context vector
+
+A step may carry several queries per sentence (beam search: one per beam). The keys and annotations stay one
+per sentence and every query of the sentence reads them, so the beams of a sentence share one copy of its
+encoding and their contexts come out of one ``[beams, src_len] x [src_len, 2*hidden]`` product.
 """
 
 from __future__ import annotations
@@ -24,27 +28,34 @@ class Attention(nn.Module):
         raise NotImplementedError
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """Unnormalised scores e_j: query ``[batch, query]``, keys ``[batch, src_len, key]`` -> ``[batch, src_len]``."""
+        """Unnormalised scores e_j: query ``[batch, group, query]``, keys ``[batch, src_len, key]`` ->
+        ``[batch, group, src_len]``."""
         raise NotImplementedError
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Attend over one batch of sentences for one decoder step.
 
         Args:
-            query: decoder state ``[batch, query_size]``.
+            query: decoder state ``[batch * group, query_size]``: ``group`` consecutive rows per sentence (the
+                beams of beam search; 1 in training and greedy search).
             keys: ``project_keys(values)``, ``[batch, src_len, key]``.
             values: encoder states h_j ``[batch, src_len, 2*hidden]``.
             mask: ``[batch, src_len]`` bool, True on real tokens (at least one per row).
 
         Returns:
-            context ``[batch, 2*hidden]`` and weights ``[batch, src_len]`` (rows sum to 1, exactly 0 on padding).
+            context ``[batch * group, 2*hidden]`` and weights ``[batch * group, src_len]`` (rows sum to 1,
+            exactly 0 on padding), rows in the query's order.
         """
-        scores = self.score(query, keys)
+        batch, rows = keys.size(0), query.size(0)
+        group = rows // batch if batch else 1
+        if rows != batch * group:
+            raise ValueError(f"{rows} query rows do not divide into the {batch} sentences of the keys")
+        scores = self.score(query.view(batch, group, -1), keys)
         # -inf, not a large negative number: exp(-inf) is exactly 0 in every float type, bf16 included.
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores, dim=-1)
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)
-        return context, weights
+        context = torch.bmm(weights, values)
+        return context.view(rows, -1), weights.view(rows, -1)
 
 
 class BahdanauAttention(Attention):
@@ -67,13 +78,14 @@ class BahdanauAttention(Attention):
         return self.key_layer(states)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """v^T tanh(W s + U h_j): ``[batch, query]``, ``[batch, src_len, attention]`` -> ``[batch, src_len]``.
+        """v^T tanh(W s + U h_j): ``[batch, group, query]``, ``[batch, src_len, attention]`` ->
+        ``[batch, group, src_len]``.
 
-        The sum is a fresh ``[batch, src_len, attention]`` tensor, the largest of a step, so tanh overwrites it
-        instead of allocating a second one (tanh's gradient needs only its output). Beam 5 spends a fifth of
-        its time in this score.
+        The sum is a fresh ``[batch, group, src_len, attention]`` tensor, the largest of a step, so tanh
+        overwrites it instead of allocating a second one (tanh's gradient needs only its output). Beam 5 spends
+        a fifth of its time in this score.
         """
-        energies = (self.query_layer(query).unsqueeze(1) + keys).tanh_()
+        energies = (self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1)).tanh_()
         return self.energy_layer(energies).squeeze(-1)
 
 
@@ -96,8 +108,10 @@ class MultiplicativeAttention(Attention):
         return states if self.key_layer is None else self.key_layer(states)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """s^T k_j: ``[batch, query]``, ``[batch, src_len, query]`` -> ``[batch, src_len]``."""
-        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
+        """s^T k_j: ``[batch, group, query]``, ``[batch, src_len, query]`` -> ``[batch, group, src_len]``."""
+        # keys x query, not query x keys^T: with one query per sentence (training) this is the product it
+        # always was, so the numbers do not move
+        return torch.bmm(keys, query.transpose(1, 2)).transpose(1, 2)
 
 
 def build_attention(kind: AttentionType, query_size: int, key_size: int, attention_size: int) -> Attention:

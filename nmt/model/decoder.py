@@ -138,12 +138,13 @@ class Decoder(nn.Module):
         """One decoder step, in the order the config chose at construction (``_bahdanau_step`` or ``_luong_step``).
 
         Args:
-            emb: E y_{i-1} from ``embed``, ``[batch, emb]``.
-            state: the state after step i-1.
-            enc: the encoded batch.
+            emb: E y_{i-1} from ``embed``, ``[rows, emb]``.
+            state: the state after step i-1, ``rows`` rows.
+            enc: the encoded sentences; ``rows`` is a multiple of their number, the rows of a sentence
+                consecutive (its beams in beam search: they share one copy of the encoding).
 
         Returns:
-            pre-output ``[batch, hidden]``, the state after step i, attention weights ``[batch, src_len]``.
+            pre-output ``[rows, hidden]``, the state after step i, attention weights ``[rows, src_len]``.
         """
         return self._step(emb, state, enc)
 

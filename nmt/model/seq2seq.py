@@ -65,12 +65,14 @@ class Seq2Seq(nn.Module):
         """One target token for every row.
 
         Args:
-            prev_tokens: ``[batch]`` y_{i-1} (BOS at the first step).
-            state: the state after step i-1 (``init_decoder_state`` at the first step).
-            enc: ``encode``'s output, rows aligned with ``prev_tokens`` (``index_select`` it for beams).
+            prev_tokens: ``[rows]`` y_{i-1} (BOS at the first step); ``rows = sentences * group``, the
+                ``group`` rows of a sentence consecutive (its beams; 1 in greedy search).
+            state: the state after step i-1, ``rows`` rows (``init_decoder_state``'s, ``index_select``-ed
+                to the rows, at the first step).
+            enc: ``encode``'s output, one row per sentence.
 
         Returns:
-            log p(y_i | y_<i, x) ``[batch, tgt_vocab]``, the new state, attention weights ``[batch, src_len]``.
+            log p(y_i | y_<i, x) ``[rows, tgt_vocab]``, the new state, attention weights ``[rows, src_len]``.
         """
         pre_output, state, weights = self.decoder.step(self.decoder.embed(prev_tokens), state, enc)
         return torch.log_softmax(self.decoder.logits(pre_output), dim=-1), state, weights
