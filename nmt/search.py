@@ -315,8 +315,7 @@ def beam_search(
             origin, token, scores, reorder = origin[live], token[live], scores[live], reorder[live]
             sentence, max_lens = sentence[live], max_lens[live]
             n_finished, kept = n_finished[live], kept[live]
-            live_rows = (live.unsqueeze(1) * beam + torch.arange(beam, device=device)).flatten()
-            enc, row_max_lens = enc.index_select(live), row_max_lens[live_rows]
+            enc, row_max_lens = enc.index_select(live), max_lens.repeat_interleave(beam)
             n = live.numel()
         history.record_step(sentence, step, token, origin)
         state = state.index_select(reorder.flatten())
