@@ -91,6 +91,25 @@ def test_bahdanau_score_formula() -> None:
         torch.testing.assert_close(weights[row, :length], torch.softmax(energies, dim=0))
 
 
+def test_bahdanau_score_is_the_tanh_form_plus_a_constant_per_row() -> None:
+    """The score runs in its sigmoid form, 2 v^T sigmoid(2x) = v^T tanh(x) + sum(v): in float64 it equals the
+    paper's tanh score shifted by sum(v) at every position, a shift the softmax cancels."""
+    torch.manual_seed(0)
+    attention = BahdanauAttention(QUERY, KEY, ATT).double()
+    query, states, _ = _inputs()
+    query, states = query.double(), states.double()
+    scores = attention.score(query.unsqueeze(1), attention.project_keys(states)).squeeze(1)
+    w, u, b, v = (
+        attention.query_layer.weight,
+        attention.key_layer.weight,
+        attention.key_layer.bias,
+        attention.energy_layer.weight[0],
+    )
+    tanh_form = torch.tanh((query @ w.T).unsqueeze(1) + states @ u.T + b) @ v  # [3, 5]
+    torch.testing.assert_close(scores, tanh_form + v.sum(), rtol=0, atol=1e-12)
+    assert v.sum().abs() > 1e-3  # the shift is real, so the test tells the two forms apart
+
+
 def test_general_score_formula() -> None:
     torch.manual_seed(0)
     attention = build_attention(AttentionType.general, QUERY, KEY, ATT)

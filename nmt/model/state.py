@@ -21,7 +21,7 @@ class EncoderOutput:
 
     ``states``: annotations h_j = [h_fwd_j; h_bwd_j] of the top encoder layer, ``[batch, src_len, 2*hidden]``
     (zeros on padding). ``mask``: ``[batch, src_len]`` bool, True on real tokens. ``keys``: the attention's
-    projection of ``states`` (U h_j for Bahdanau attention), ``[batch, src_len, key_size]``. ``hidden``: final
+    projection of ``states`` (2 (U h_j + b) for Bahdanau attention), ``[batch, src_len, key_size]``. ``hidden``: final
     state of each encoder layer, [h_fwd_last; h_bwd_first], ``[enc_layers, batch, 2*hidden]``; ``cell``: the
     same for the LSTM memory cell, None for a GRU.
     """
