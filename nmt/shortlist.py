@@ -25,8 +25,9 @@ distribution. :func:`shortlist_search` maps the hypotheses' tokens back to real 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,13 +256,22 @@ def lexicon_command(cfg: LexiconConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ search
-def output_rows(layer: nn.Module, ids: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Rows ``ids`` of an output layer's weight ``[n, hidden]`` and bias ``[n]``, as float tensors: of an
-    ``nn.Linear``, or of a dynamically quantized one (int8, whose weight and bias are methods), dequantized."""
+def output_rows(layer: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
+    """The output layer ``layer`` restricted to its rows ``ids`` (``[n]``): ``[..., hidden]`` -> ``[..., n]``, of
+    the same kind. An ``nn.Linear`` gives the product with its rows' weight and bias; a dynamically quantized one
+    (int8, whose weight and bias are methods) gives an int8 layer holding the same int8 rows and scale, so an
+    int8 model keeps its int8 output product under a shortlist and scores its rows exactly as without one."""
     weight, bias = layer.weight, layer.bias
-    if callable(weight):  # torch.ao.nn.quantized.dynamic.Linear
-        weight, bias = weight().dequantize(), bias()
-    return weight.index_select(0, ids), None if bias is None else bias.index_select(0, ids)
+    if callable(weight):  # torch.ao.nn.quantized.dynamic.Linear, imported only here: start-up stays lean
+        from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+        weight, bias = weight(), bias()
+        rows = Int8Linear(layer.in_features, ids.numel(), dtype=weight.dtype)
+        rows.set_weight_bias(weight.index_select(0, ids), None if bias is None else bias.index_select(0, ids))
+        return rows
+    return functools.partial(
+        F.linear, weight=weight.index_select(0, ids), bias=None if bias is None else bias.index_select(0, ids)
+    )
 
 
 class ShortlistModel(nn.Module):
@@ -272,7 +282,7 @@ class ShortlistModel(nn.Module):
         super().__init__()
         self.model = model
         self.ids = ids
-        self.weight, self.bias = output_rows(model.decoder.output, ids)  # sliced once per batch, not per step
+        self.output = output_rows(model.decoder.output, ids)  # sliced once per batch, not per step
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any:
         """``model.encode``: ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``."""
@@ -288,7 +298,7 @@ class ShortlistModel(nn.Module):
         decoder = self.model.decoder
         pre_output, state, weights = decoder.step(decoder.embed(self.ids[prev_tokens]), state, enc)
         # Decoder.logits with the shortlisted rows of W_out
-        logits = F.linear(decoder.dropout(pre_output), self.weight, self.bias)
+        logits = self.output(decoder.dropout(pre_output))
         return torch.log_softmax(logits, dim=-1), state, weights
 
 

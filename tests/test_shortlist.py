@@ -31,6 +31,7 @@ from nmt.shortlist import (
     lexicon_from_pairs,
     lexicon_from_split,
     load_lexicon,
+    output_rows,
     save_lexicon,
 )
 from nmt.train.trainer import load_prepared, train
@@ -251,16 +252,22 @@ def test_shortlist_log_probs_are_the_full_ones_restricted_and_renormalised(fixtu
             local, real = torch.tensor([position]), ids[position : position + 1]
 
 
-def test_int8_models_take_the_shortlist_with_their_dequantized_output_layer(fixture_translator):
+def test_int8_models_keep_an_int8_output_layer_on_the_shortlist(fixture_translator):
+    """The shortlisted output layer of an int8 model is int8 too, holding the full layer's int8 rows: a shortlist of
+    the whole vocabulary gives the int8 model's own hypotheses and scores."""
     int8 = quantize_int8(fixture_translator.model)
+    ids = torch.tensor([0, 1, 2, 3, 7, 11, 20, 29])
+    rows = output_rows(int8.decoder.output, ids)
+    assert isinstance(rows, torch.ao.nn.quantized.dynamic.Linear)
+    assert torch.equal(rows.weight().int_repr(), int8.decoder.output.weight().int_repr()[ids])
+    pre_output = torch.randn(4, int8.decoder.output.in_features, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(rows(pre_output), int8.decoder.output(pre_output)[:, ids], rtol=0, atol=1e-6)
+
     src_ids = probe_ids(fixture_translator)
-    cfg = SearchConfig(beam_size=5)
+    cfg = SearchConfig(beam_size=5, nbest=5)
     want = decode_ids(int8, src_ids, cfg, CPU)
     got = decode_ids(int8, src_ids, cfg, CPU, shortlist=full_shortlist(fixture_translator))
-    # the same tokens; the scores differ only by int8 rounding of W_out (here float, there int8 with int8 inputs)
-    assert [n[0].tokens for n in got] == [n[0].tokens for n in want]
-    for g, w in zip(got, want):
-        assert g[0].log_prob == pytest.approx(w[0].log_prob, abs=0.05)
+    assert_same_hypotheses(got, want)
 
 
 # ------------------------------------------------------------------------------------------ who writes it
