@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from nmt.config import LexiconConfig, LexiconSettings, SearchConfig
 from nmt.errors import NmtError
 from nmt.model.ensemble import Ensemble
+from nmt.model.folded import FoldedModel
 from nmt.model.seq2seq import Seq2Seq
 from nmt.search import Hypothesis, search
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -275,14 +276,14 @@ def output_rows(layer: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
 
 
 class ShortlistModel(nn.Module):
-    """``model`` restricted to the target ids ``ids`` (sorted, specials first) behind the decoding protocol, in
-    shortlist space: ``decode_step`` takes and scores positions in ``ids``."""
+    """``model`` (a Seq2Seq or a FoldedModel) restricted to the target ids ``ids`` (sorted, specials first) behind
+    the decoding protocol, in shortlist space: ``decode_step`` takes and scores positions in ``ids``."""
 
-    def __init__(self, model: Seq2Seq, ids: Tensor) -> None:
+    def __init__(self, model: Seq2Seq | FoldedModel, ids: Tensor) -> None:
         super().__init__()
         self.model = model
         self.ids = ids
-        self.output = output_rows(model.decoder.output, ids)  # sliced once per batch, not per step
+        self.output = output_rows(model.output_layer, ids)  # sliced once per batch, not per step
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any:
         """``model.encode``: ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``."""
@@ -294,12 +295,10 @@ class ShortlistModel(nn.Module):
 
     def decode_step(self, prev_tokens: Tensor, state: Any, enc: Any) -> tuple[Tensor, Any, Tensor]:
         """``prev_tokens`` ``[rows]`` positions in the shortlist -> log-probs over the shortlist ``[rows, n]``
-        (the full distribution's restriction, renormalised), the new state, attention ``[rows, src_len]``."""
-        decoder = self.model.decoder
-        pre_output, state, weights = decoder.step(decoder.embed(self.ids[prev_tokens]), state, enc)
-        # Decoder.logits with the shortlisted rows of W_out
-        logits = self.output(decoder.dropout(pre_output))
-        return torch.log_softmax(logits, dim=-1), state, weights
+        (the full distribution's restriction, renormalised), the new state, attention ``[rows, src_len]``. Search
+        runs in eval mode, so the output layer's dropout is left out."""
+        pre_output, state, weights = self.model.pre_output_step(self.ids[prev_tokens], state, enc)
+        return torch.log_softmax(self.output(pre_output), dim=-1), state, weights
 
 
 def restrict(model: nn.Module, ids: Tensor) -> nn.Module:
@@ -307,7 +306,7 @@ def restrict(model: nn.Module, ids: Tensor) -> nn.Module:
     each member, then mixes their shortlist distributions as it mixes full ones."""
     if isinstance(model, Ensemble):
         return Ensemble([restrict(member, ids) for member in model.members])
-    if not isinstance(model, Seq2Seq):
+    if not isinstance(model, (Seq2Seq, FoldedModel)):
         raise NmtError(
             f"search.shortlist works with a Seq2Seq model or an ensemble of them, not {type(model).__name__}: "
             "set search.shortlist=false"

@@ -281,12 +281,13 @@ def test_training_loss_equals_the_step_by_step_loss_on_a_real_batch() -> None:
 
     from corpus import EN, FR
 
+    from nmt.config import WeightsChoice
     from nmt.data.batching import collate
     from nmt.train.loss import sequence_loss
-    from nmt.translate import Translator
+    from nmt.translate import load_model_dir
 
-    translator = Translator.from_dir(Path(__file__).parent / "fixtures" / "model_dir_v2", device="cpu")
-    model, tok = translator.model, translator.tokenizer
+    _, tok, model = load_model_dir(Path(__file__).parent / "fixtures" / "model_dir_v2", WeightsChoice())
+    model.eval()
     src_lines = [" ".join(EN[(i * k) % 10] for k in range(1, 2 + i % 6)) for i in range(12)]
     tgt_lines = [" ".join(FR[(i * k) % 10] for k in range(1, 2 + i % 6)) for i in range(12)]
     batch = collate(tok.encode_src(src_lines), tok.encode_tgt(tgt_lines), range(12))

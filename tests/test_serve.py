@@ -273,9 +273,9 @@ def test_serve_loads_the_weights_its_config_names(digit_model_dir, monkeypatch):
     monkeypatch.setattr("uvicorn.run", lambda app, **options: served.setdefault("app", app))
     serve(to_object(composed, ServeConfig))
     assert served["app"] is served["model"]  # what create_app returned is what uvicorn ran
-    weights = served["model"].state_dict()
+    weights = served["model"].model.state_dict()  # the trained weights behind the folded decoder
     mean = average_state_dicts(kept_checkpoints(digit_model_dir, 2, "average"), torch.device("cpu"))
-    best = Translator.from_dir(digit_model_dir, device="cpu").model.state_dict()
+    best = Translator.from_dir(digit_model_dir, device="cpu").model.model.state_dict()
     assert weights.keys() == mean.keys()
     for name, tensor in mean.items():
         torch.testing.assert_close(weights[name], tensor)

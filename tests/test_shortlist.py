@@ -257,11 +257,11 @@ def test_int8_models_keep_an_int8_output_layer_on_the_shortlist(fixture_translat
     the whole vocabulary gives the int8 model's own hypotheses and scores."""
     int8 = quantize_int8(fixture_translator.model)
     ids = torch.tensor([0, 1, 2, 3, 7, 11, 20, 29])
-    rows = output_rows(int8.decoder.output, ids)
+    rows = output_rows(int8.output_layer, ids)
     assert isinstance(rows, torch.ao.nn.quantized.dynamic.Linear)
-    assert torch.equal(rows.weight().int_repr(), int8.decoder.output.weight().int_repr()[ids])
-    pre_output = torch.randn(4, int8.decoder.output.in_features, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(rows(pre_output), int8.decoder.output(pre_output)[:, ids], rtol=0, atol=1e-6)
+    assert torch.equal(rows.weight().int_repr(), int8.output_layer.weight().int_repr()[ids])
+    pre_output = torch.randn(4, int8.output_layer.in_features, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(rows(pre_output), int8.output_layer(pre_output)[:, ids], rtol=0, atol=1e-6)
 
     src_ids = probe_ids(fixture_translator)
     cfg = SearchConfig(beam_size=5, nbest=5)

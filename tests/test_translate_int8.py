@@ -11,6 +11,7 @@ from torch import nn
 
 from nmt.config import ModelConfig, SearchConfig
 from nmt.model import Seq2Seq
+from nmt.model.folded import fold
 from nmt.search import search
 from nmt.translate import Translator, quantize_int8
 
@@ -42,10 +43,11 @@ def source_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return batches
 
 
+@pytest.mark.parametrize("folded", [False, True])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_int8_quantizes_every_linear_and_recurrent_layer(variant: str) -> None:
+def test_int8_quantizes_every_linear_and_recurrent_layer(variant: str, folded: bool) -> None:
     model = small_model(VARIANTS[variant])
-    quantized = quantize_int8(model)
+    quantized = quantize_int8(fold(model) if folded else model)
     left = [name for name, module in quantized.named_modules() if type(module) in FLOAT_LAYERS]
     assert left == []
     kinds = {type(module).__module__ for module in quantized.modules() if module is not quantized}

@@ -133,12 +133,12 @@ def test_a_model_is_loaded_with_the_weights_the_config_names(digit_model_dir, tm
     )
     paths = visualize(cfg)
     assert [path.name for path in paths] == ["attention_01.png"]
-    weights = used[0].model.state_dict()
+    weights = used[0].model.model.state_dict()  # the trained weights behind the folded decoder
     mean = average_state_dicts(kept_checkpoints(digit_model_dir, 2, "average"), torch.device("cpu"))
     assert weights.keys() == mean.keys()
     for name, tensor in mean.items():
         torch.testing.assert_close(weights[name], tensor)
-    best = Translator.from_dir(digit_model_dir, device="cpu").model.state_dict()
+    best = Translator.from_dir(digit_model_dir, device="cpu").model.model.state_dict()
     assert any(not torch.equal(mean[name], best[name]) for name in mean)  # so the test tells them apart
 
 

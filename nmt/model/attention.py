@@ -32,19 +32,17 @@ class Attention(nn.Module):
         ``[batch, group, src_len]``."""
         raise NotImplementedError
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Attend over one batch of sentences for one decoder step.
+    def weights(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """The attention weights a_ij of one decoder step, grouped by sentence.
 
         Args:
             query: decoder state ``[batch * group, query_size]``: ``group`` consecutive rows per sentence (the
                 beams of beam search; 1 in training and greedy search).
-            keys: ``project_keys(values)``, ``[batch, src_len, key]``.
-            values: encoder states h_j ``[batch, src_len, 2*hidden]``.
+            keys: ``project_keys`` of the encoder states, ``[batch, src_len, key]``.
             mask: ``[batch, src_len]`` bool, True on real tokens (at least one per row).
 
         Returns:
-            context ``[batch * group, 2*hidden]`` and weights ``[batch * group, src_len]`` (rows sum to 1,
-            exactly 0 on padding), rows in the query's order.
+            ``[batch, group, src_len]``: rows sum to 1 and are exactly 0 on padding.
         """
         batch, rows = keys.size(0), query.size(0)
         group = rows // batch if batch else 1
@@ -53,9 +51,22 @@ class Attention(nn.Module):
         scores = self.score(query.view(batch, group, -1), keys)
         # -inf, not a large negative number: exp(-inf) is exactly 0 in every float type, bf16 included.
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
+        return torch.softmax(scores, dim=-1)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Attend over one batch of sentences for one decoder step: ``weights``, then the context.
+
+        Args:
+            query, keys, mask: as ``weights``.
+            values: encoder states h_j ``[batch, src_len, 2*hidden]``.
+
+        Returns:
+            context ``[batch * group, 2*hidden]`` and weights ``[batch * group, src_len]``, rows in the query's
+            order.
+        """
+        weights = self.weights(query, keys, mask)
         context = torch.bmm(weights, values)
-        return context.view(rows, -1), weights.view(rows, -1)
+        return context.view(query.size(0), -1), weights.view(query.size(0), -1)
 
 
 class BahdanauAttention(Attention):

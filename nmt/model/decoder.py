@@ -19,8 +19,10 @@ in both steps, so tying W_out to the target embedding needs ``emb_size == hidden
 pre-output layer, and on the pre-output before W_out.
 
 The recurrence runs on ``nn.GRUCell``/``nn.LSTMCell`` (one per layer, dropout between layers). ``step`` is the
-reference: search calls it once per output token. Teacher-forced ``forward`` (training) computes the same
-function, but keeps in its loop only what depends on the recurrence:
+reference, one call per output token; search runs its folded form (``nmt.model.folded``: per-piece tables and
+per-sentence products of the annotations instead of the embedding's and the context's products at every step),
+checked against it. Teacher-forced ``forward`` (training) computes the same function, but keeps in its loop
+only what depends on the recurrence:
 
 * the target embeddings, and their half of the first cell's input product, W_ih [E y; c] = W_e E y + W_c c, are
   one ``[batch*tgt_len, emb] x [emb, gates*hidden]`` GEMM before the loop (in ``forward``); the loop adds
@@ -42,7 +44,7 @@ from torch import Tensor, nn
 from nmt.config import DecoderStep, ModelConfig, RnnType
 from nmt.model.attention import build_attention
 from nmt.model.encoder import encoder_size
-from nmt.model.state import DecoderState, EncoderOutput
+from nmt.model.state import DecoderState, EncoderOutput, FoldedEncoding
 from nmt.vocab import PAD_ID
 
 
@@ -113,14 +115,15 @@ class Decoder(nn.Module):
         """E y with dropout: ``[batch]`` or ``[batch, tgt_len]`` ids -> ``[..., emb]``."""
         return self.dropout(self.embedding(tokens))
 
-    def init_state(self, enc: EncoderOutput) -> DecoderState:
-        """s_0 = tanh(W_l [h_fwd_last; h_bwd_first] + b_l) per layer l (zeros without a bridge).
+    def init_state(self, enc: EncoderOutput | FoldedEncoding) -> DecoderState:
+        """s_0 = tanh(W_l [h_fwd_last; h_bwd_first] + b_l) per layer l (zeros without a bridge), from the encoder's
+        final states ``enc.hidden`` (and ``enc.cell``).
 
         Returns a state with ``hidden`` (and ``cell`` for an LSTM) ``[dec_layers, batch, hidden]`` and, for the
         Luong step, ``input_feed`` h~_0 = 0 ``[batch, hidden]``.
         """
-        batch = enc.states.size(0)
-        zeros = enc.states.new_zeros(self.num_layers, batch, self.hidden_size)
+        batch = enc.hidden.size(1)
+        zeros = enc.hidden.new_zeros(self.num_layers, batch, self.hidden_size)
         hidden = zeros if self.bridge is None else self._bridge(self.bridge, enc.hidden)
         cell = None
         if self.is_lstm:
@@ -187,10 +190,19 @@ class Decoder(nn.Module):
         self, emb_gates: Tensor, feed: Tensor, feed_weight: Tensor, state: DecoderState
     ) -> tuple[Tensor, Tensor | None]:
         """``_recur([E y; feed], state)`` given ``emb_gates`` = W_e E y + b_ih ``[batch, gates*hidden]``: the first
-        cell's input product is finished with ``feed_weight`` (its W_c columns), its gates computed here."""
-        gates_in = emb_gates + F.linear(feed, feed_weight)
+        cell's input product is finished with ``feed_weight`` (its W_c columns)."""
+        first = self.cells[0]
+        hidden_gates = F.linear(state.hidden[0], first.weight_hh, first.bias_hh)
+        return self.recur_from_gates(emb_gates + F.linear(feed, feed_weight), hidden_gates, state)
+
+    def recur_from_gates(
+        self, gates_in: Tensor, hidden_gates: Tensor, state: DecoderState
+    ) -> tuple[Tensor, Tensor | None]:
+        """``_recur(x, state)`` given the first cell's two products, ``gates_in`` = W_ih x + b_ih and
+        ``hidden_gates`` = W_hh s + b_hh (``[batch, gates*hidden]`` each): its gate arithmetic here, the cells
+        above it as in ``_recur``."""
         first_cell = None if state.cell is None else state.cell[0]
-        hidden, cell = self._first_gates(gates_in, state.hidden[0], first_cell, self.cells[0])
+        hidden, cell = self._first_gates(gates_in, hidden_gates, state.hidden[0], first_cell)
         return self._recur_layers(hidden, state, 1, [hidden], [] if cell is None else [cell])
 
     def _recur_layers(
@@ -269,28 +281,32 @@ class Decoder(nn.Module):
         return torch.stack(pre_outputs, dim=1), torch.stack(attention, dim=1)
 
 
-def _gru_gates(gates_in: Tensor, hidden: Tensor, cell: Tensor | None, rnn: nn.GRUCell) -> tuple[Tensor, None]:
-    """``nn.GRUCell``'s update given its input product ``gates_in`` = W_ih x + b_ih ``[batch, 3*hidden]``:
+def _gru_gates(
+    gates_in: Tensor, hidden_gates: Tensor, hidden: Tensor, cell: Tensor | None
+) -> tuple[Tensor, None]:
+    """``nn.GRUCell``'s update given its products ``gates_in`` = W_ih x + b_ih and ``hidden_gates`` = W_hh h + b_hh
+    (``[batch, 3*hidden]`` each), h ``[batch, hidden]``:
 
     r = sigmoid(i_r + W_hr h + b_hr), z = sigmoid(i_z + W_hz h + b_hz)
     n = tanh(i_n + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h
     """
     i_r, i_z, i_n = gates_in.chunk(3, dim=-1)
-    h_r, h_z, h_n = F.linear(hidden, rnn.weight_hh, rnn.bias_hh).chunk(3, dim=-1)
+    h_r, h_z, h_n = hidden_gates.chunk(3, dim=-1)
     reset, update = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
     new = torch.tanh(i_n + reset * h_n)
     return new + update * (hidden - new), None
 
 
 def _lstm_gates(
-    gates_in: Tensor, hidden: Tensor, cell: Tensor | None, rnn: nn.LSTMCell
+    gates_in: Tensor, hidden_gates: Tensor, hidden: Tensor, cell: Tensor | None
 ) -> tuple[Tensor, Tensor]:
-    """``nn.LSTMCell``'s update given its input product ``gates_in`` = W_ih x + b_ih ``[batch, 4*hidden]``:
+    """``nn.LSTMCell``'s update given its products ``gates_in`` = W_ih x + b_ih and ``hidden_gates`` = W_hh h +
+    b_hh (``[batch, 4*hidden]`` each), h and c ``[batch, hidden]``:
 
-    i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (gates_in + W_hh h + b_hh), in four chunks
+    i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of (gates_in + hidden_gates), in four chunks
     c' = f * c + i * g,  h' = o * tanh(c')
     """
     assert cell is not None, "an LSTM step needs its memory cell"
-    i, f, g, o = (gates_in + F.linear(hidden, rnn.weight_hh, rnn.bias_hh)).chunk(4, dim=-1)
+    i, f, g, o = (gates_in + hidden_gates).chunk(4, dim=-1)
     cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(cell), cell

@@ -1,7 +1,8 @@
 """RNN encoder-decoder with attention (Bahdanau, Cho & Bengio, 2014): the model search and training see.
 
 Search talks to it only through ``encode`` -> ``init_decoder_state`` -> ``decode_step`` (repeated); training
-through ``forward`` (teacher forcing). Both run the same ``Decoder.step``, so they compute the same thing.
+through ``forward`` (teacher forcing). Both run the same ``Decoder.step``, so they compute the same thing;
+``nmt.model.folded`` computes it with fewer products for the translator.
 """
 
 from __future__ import annotations
@@ -74,8 +75,20 @@ class Seq2Seq(nn.Module):
         Returns:
             log p(y_i | y_<i, x) ``[rows, tgt_vocab]``, the new state, attention weights ``[rows, src_len]``.
         """
-        pre_output, state, weights = self.decoder.step(self.decoder.embed(prev_tokens), state, enc)
+        pre_output, state, weights = self.pre_output_step(prev_tokens, state, enc)
         return torch.log_softmax(self.decoder.logits(pre_output), dim=-1), state, weights
+
+    def pre_output_step(
+        self, prev_tokens: Tensor, state: DecoderState, enc: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """``decode_step`` up to the output layer: pre-output ``[rows, hidden]``, the new state, attention weights
+        ``[rows, src_len]``."""
+        return self.decoder.step(self.decoder.embed(prev_tokens), state, enc)
+
+    @property
+    def output_layer(self) -> nn.Module:
+        """W_out, b_out: ``[..., hidden]`` -> ``[..., tgt_vocab]``."""
+        return self.decoder.output
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher forcing.

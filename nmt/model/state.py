@@ -1,22 +1,37 @@
 """What the decoder carries between steps: the encoded sentence and the recurrent state.
 
-Both are plain dataclasses so that search can treat them as opaque: ``index_select`` picks rows of the batch
+All are plain dataclasses so that search can treat them as opaque: ``index_select`` picks rows of the batch
 (beam search uses it to expand each sentence to its beams and to reorder beams after each step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 from torch import Tensor
 
+_Batch = TypeVar("_Batch", bound="_Rows")
 
-def _select(x: Tensor | None, dim: int, index: Tensor) -> Tensor | None:
-    return None if x is None else x.index_select(dim, index)
+
+class _Rows:
+    """``index_select`` for a dataclass of tensors: every field (None stays None) along the dimension that
+    ``batch_dims`` names for it."""
+
+    batch_dims: ClassVar[dict[str, int]]
+
+    def index_select(self: _Batch, index: Tensor) -> _Batch:
+        """Rows ``index`` (``[n]``, long, on the tensors' device) of the batch; ``n`` may exceed batch."""
+        picked = {
+            name: None if (x := getattr(self, name)) is None else x.index_select(dim, index)
+            for name, dim in self.batch_dims.items()
+        }
+        return dataclasses.replace(self, **picked)
 
 
 @dataclass
-class EncoderOutput:
+class EncoderOutput(_Rows):
     """The source side of a batch, computed once per sentence.
 
     ``states``: annotations h_j = [h_fwd_j; h_bwd_j] of the top encoder layer, ``[batch, src_len, 2*hidden]``
@@ -26,25 +41,36 @@ class EncoderOutput:
     same for the LSTM memory cell, None for a GRU.
     """
 
+    batch_dims: ClassVar[dict[str, int]] = {"states": 0, "mask": 0, "keys": 0, "hidden": 1, "cell": 1}
+
     states: Tensor
     mask: Tensor
     keys: Tensor
     hidden: Tensor
     cell: Tensor | None = None
 
-    def index_select(self, index: Tensor) -> EncoderOutput:
-        """Rows ``index`` (``[n]``, long, on the states' device) of the batch; ``n`` may exceed batch."""
-        return EncoderOutput(
-            states=self.states.index_select(0, index),
-            mask=self.mask.index_select(0, index),
-            keys=self.keys.index_select(0, index),
-            hidden=self.hidden.index_select(1, index),
-            cell=_select(self.cell, 1, index),
-        )
+
+@dataclass
+class FoldedEncoding(_Rows):
+    """The source side of a batch as :class:`nmt.model.folded.FoldedModel` needs it: the annotations' products
+    instead of the annotations.
+
+    ``products``: P_j = W_ctx h_j, the part of the decoder's products that the context c_i = sum_j a_ij h_j
+    enters through (so that W_ctx c_i = sum_j a_ij P_j), ``[batch, src_len, product]`` (zeros on padding).
+    ``mask``, ``keys``, ``hidden``, ``cell``: as in :class:`EncoderOutput`.
+    """
+
+    batch_dims: ClassVar[dict[str, int]] = {"products": 0, "mask": 0, "keys": 0, "hidden": 1, "cell": 1}
+
+    products: Tensor
+    mask: Tensor
+    keys: Tensor
+    hidden: Tensor
+    cell: Tensor | None = None
 
 
 @dataclass
-class DecoderState:
+class DecoderState(_Rows):
     """The decoder's recurrent state after step i.
 
     ``hidden``: s_i of every decoder layer, ``[dec_layers, batch, hidden]``; ``cell``: the LSTM memory cell,
@@ -52,14 +78,8 @@ class DecoderState:
     step, ``[batch, hidden]``, None for the Bahdanau step.
     """
 
+    batch_dims: ClassVar[dict[str, int]] = {"hidden": 1, "cell": 1, "input_feed": 0}
+
     hidden: Tensor
     cell: Tensor | None = None
     input_feed: Tensor | None = None
-
-    def index_select(self, index: Tensor) -> DecoderState:
-        """Rows ``index`` (``[n]``, long) of the batch."""
-        return DecoderState(
-            hidden=self.hidden.index_select(1, index),
-            cell=_select(self.cell, 1, index),
-            input_feed=_select(self.input_feed, 0, index),
-        )

@@ -13,6 +13,7 @@ from nmt.data.batching import eval_batches
 from nmt.data.prepare import PreparedData
 from nmt.decode import decode_ids
 from nmt.metrics import score_corpus
+from nmt.model.folded import fold
 from nmt.train.loss import sequence_loss
 from nmt.vocab import PAD_ID
 
@@ -60,7 +61,7 @@ def validate(model: torch.nn.Module, data: PreparedData, cfg: Config, device: to
     src_ids = [ids[:limit] for ids in dev["src_ids"]]
     tgt_ids = [ids[:limit] for ids in dev["tgt_ids"]]
     loss = dev_loss(model, src_ids, tgt_ids, cfg.train.max_tokens, device)
-    nbest = decode_ids(model, src_ids, cfg.search, device, attention=False)
+    nbest = decode_ids(fold(model), src_ids, cfg.search, device, attention=False)  # as the translator decodes
     hyps = [data.tokenizer.decode_tgt(h[0].tokens) for h in nbest]
     scores = score_corpus(hyps, [list(dev["tgt"])])
     model.train(was_training)
