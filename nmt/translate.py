@@ -147,13 +147,16 @@ class Translator:
                     f"ensemble: {other} has another tokenizer than {model_dir}; members must share one"
                 )
             members.append(member)
-        # folded for search (nmt.model.folded): the same function with fewer products per step, int8 or not
-        model = fold((members[0] if len(members) == 1 else Ensemble(members)).eval())
+        model = (members[0] if len(members) == 1 else Ensemble(members)).eval()
         torch_device = resolve_device(device)
         if Quantize(quantize) == Quantize.int8:
             if torch_device.type != "cpu":
                 raise NmtError("quantize=int8 runs on the CPU only: add device=cpu")
+            # not folded: int8 makes the products that folding removes cheap already, and the folded model's
+            # float tables and mixing made int8 slower (README, speed section)
             model = quantize_int8(model)
+        else:  # folded for search (nmt.model.folded): the same function with fewer products per step
+            model = fold(model)
         lexicon = load_lexicon(model_dir, (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
         return cls(model.to(torch_device), tokenizer, config, torch_device, lexicon, model_dir)
 
