@@ -24,8 +24,9 @@ A Bahdanau step is then (dropout is off: search runs in eval mode)
 
 and what is left of its products: the query's, W_hh s, W_os s, the upper layers' cells and the output layer. In
 the default shape (embeddings, state and annotations of 256, attention 128) a row's multiply-adds outside the
-output layer fall from 819k to 295k plus src_len x 1,024 for the mixing (336k at 40 source pieces). The sums run in another order than the reference's, so the numbers
-agree to float rounding, not bit for bit: the tests check the same hypotheses on a trained model.
+output layer fall from 819k to 295k plus src_len x 1,024 for the mixing (336k at 40 source pieces). The sums
+run in another order than the reference's, so the numbers agree to float rounding, not bit for bit: the tests
+check the same hypotheses on a trained model.
 
 The tables and the new layers are copies made by :func:`fold`: fold a model after its weights are final. They
 are ordinary ``nn.Linear`` layers and buffers, so int8 quantization (``nmt.translate.quantize_int8``) applies to
