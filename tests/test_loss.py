@@ -38,3 +38,42 @@ def test_padding_contributes_nothing():
     changed[0, 2:] = 100.0
     a, b = sequence_loss(logits, target, 0.2, 0), sequence_loss(changed, target, 0.2, 0)
     assert torch.equal(a.loss, b.loss)
+
+
+def test_equals_torch_cross_entropy_with_label_smoothing_and_its_gradient():
+    # torch's label_smoothing spreads eps over every class, the target's included: the same q as ours
+    torch.manual_seed(2)
+    logits = torch.randn(3, 7, 11, requires_grad=True)
+    target = torch.randint(1, 11, (3, 7))
+    target[0, 5:] = 0
+    target[2, 3:] = 0
+    sums = sequence_loss(logits, target, 0.1, pad_id=0)
+    (grad,) = torch.autograd.grad(sums.loss, logits)
+    reference = logits.detach().clone().requires_grad_(True)
+    expected = torch.nn.functional.cross_entropy(
+        reference.view(-1, 11), target.view(-1), ignore_index=0, reduction="sum", label_smoothing=0.1
+    )
+    expected.backward()
+    assert torch.allclose(sums.loss, expected, rtol=1e-6)
+    assert torch.allclose(grad, reference.grad, atol=1e-6)
+    assert int(sums.n_tokens) == 21 - 2 - 4
+    assert not sums.nll.requires_grad
+
+
+def test_gradient_passes_gradcheck_in_float64():
+    torch.manual_seed(3)
+    target = torch.tensor([[3, 1, 0], [2, 4, 4]])
+    for smoothing in (0.0, 0.2):
+        logits = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(
+            lambda x, eps=smoothing: sequence_loss(x, target, eps, pad_id=0).loss, (logits,)
+        )
+
+
+def test_gradient_is_softmax_minus_smoothed_target():
+    logits = torch.tensor([[[1.0, 2.0, 0.5, -1.0]]], requires_grad=True)
+    target = torch.tensor([[2]])
+    sequence_loss(logits, target, 0.2, pad_id=0).loss.backward()
+    q = torch.full((4,), 0.2 / 4)
+    q[2] += 0.8
+    assert torch.allclose(logits.grad[0, 0], torch.softmax(logits.detach()[0, 0], -1) - q, atol=1e-7)

@@ -1,4 +1,4 @@
-"""Label-smoothed cross-entropy over the non-pad target tokens.
+"""Label-smoothed cross-entropy over the non-pad target tokens, with its gradient written out.
 
 With smoothing eps and vocabulary V, the target distribution is ``q = (1 - eps) * onehot(y) + eps / V``, so
 
@@ -6,11 +6,21 @@ With smoothing eps and vocabulary V, the target distribution is ``q = (1 - eps) 
 
 summed over non-pad positions. One ``log_softmax`` serves both terms, and the NLL is returned too, so
 perplexity reports the model, not the smoothing.
+
+The gradient with respect to the logits x of a position with upstream gradient g is the textbook one,
+
+    dloss/dx_v = g * (p_v - q_v)
+
+and :class:`_SmoothedCrossEntropy` computes it from the saved log-probabilities in two passes over the
+``[positions, V]`` tensor (exp, then one fused multiply-add; the target's -(1 - eps) g is scattered on top).
+Autograd through ``log_softmax``, ``gather``, ``mean`` and the masks takes about twice as many passes over that
+tensor, the largest of a training step: the output layer's logits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +35,36 @@ class LossSums:
     n_tokens: Tensor  # scalar, number of non-pad target tokens
 
 
+class _SmoothedCrossEntropy(torch.autograd.Function):
+    """Per-position label-smoothed cross-entropy and NLL (module docstring): logits ``[positions, V]``, target
+    ``[positions]``, mask ``[positions]`` bool (False: padding, loss and NLL 0) -> two ``[positions]`` tensors.
+    Only the first is differentiable."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, logits: Tensor, target: Tensor, mask: Tensor, smoothing: float
+    ) -> tuple[Tensor, Tensor]:
+        log_probs = torch.log_softmax(logits, dim=-1)
+        nll = (-log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)).masked_fill_(~mask, 0.0)
+        loss = nll if smoothing == 0 else (1.0 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+        loss = loss.masked_fill(~mask, 0.0)
+        ctx.save_for_backward(log_probs, target, mask)
+        ctx.smoothing = smoothing
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, grad_nll: Tensor | None) -> tuple[Tensor, None, None, None]:
+        log_probs, target, mask = ctx.saved_tensors
+        smoothing = ctx.smoothing
+        g = grad_loss.masked_fill(~mask, 0.0).unsqueeze(-1)  # [positions, 1]
+        probs = torch.exp(log_probs)
+        # g * (p - eps / V) in one pass, written over p
+        grad = torch.addcmul(g * (-smoothing / log_probs.size(-1)), probs, g, out=probs)
+        grad.scatter_add_(-1, target.unsqueeze(-1), g * -(1.0 - smoothing))
+        return grad, None, None, None
+
+
 def sequence_loss(logits: Tensor, target: Tensor, label_smoothing: float, pad_id: int) -> LossSums:
     """Label-smoothed cross-entropy.
 
@@ -34,13 +74,11 @@ def sequence_loss(logits: Tensor, target: Tensor, label_smoothing: float, pad_id
         label_smoothing: eps in [0, 1).
         pad_id: the padding id.
     """
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
     mask = target.ne(pad_id)
-    nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    nll_sum = nll.masked_fill(~mask, 0.0).sum()
-    if label_smoothing > 0:
-        uniform = -log_probs.mean(dim=-1).masked_fill(~mask, 0.0).sum()
-        loss = (1.0 - label_smoothing) * nll_sum + label_smoothing * uniform
-    else:
-        loss = nll_sum
-    return LossSums(loss=loss, nll=nll_sum, n_tokens=mask.sum())
+    vocab = logits.size(-1)
+    # bf16 logits (autocast) are scored in float32; float64 stays float64 (the gradient check)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    loss, nll = _SmoothedCrossEntropy.apply(
+        logits.reshape(-1, vocab), target.reshape(-1), mask.reshape(-1), label_smoothing
+    )
+    return LossSums(loss=loss.sum(), nll=nll.sum(), n_tokens=mask.sum())
