@@ -27,8 +27,17 @@ Stopping rule, per sentence: it is done when (a) ``beam_size`` hypotheses have f
 maximum length, or (d) no alive beam has a finite score. (b) is exact: log-probs never increase, so an alive
 beam with log-prob ``l <= 0`` can at best end with ``l / max(norm)`` over the lengths it can still reach; it
 never changes the result, only stops early. (a) is the usual beam cap, and makes ``beam_size=1`` stop at the
-first EOS, i.e. behave exactly like greedy search. Done sentences leave the working set (``index_select``
-on the encoder output's sentences and the state's rows), so the batch shrinks as sentences finish.
+first EOS, i.e. behave exactly like greedy search.
+
+Done sentences leave the working set (``index_select`` on the encoder output's sentences and the state's
+rows), so the batch shrinks as sentences finish; but not at once (:class:`_WorkingSet`). Dropping them copies
+every sentence that stays, and a folded encoding is wide (``nmt.model.folded``): copying a sentence costs about
+as much as one decoder step of one row. So a sentence that finishes stays in the batch, ignored, until the
+row-steps spent on finished sentences since the last compaction reach the number of sentences still searching
+(rent or buy: never more than about twice the cheaper of the two). The rows of a float model do not interact,
+so a finished sentence carried along changes nothing for the others; an int8 model quantizes each step's
+activations with one scale for the whole batch, so there, as with any change of batch, the numbers may move at
+rounding level.
 
 No history is copied while searching: each step writes its tokens, the beam each new beam extends, and the
 attention weights into buffers allocated once per batch (``[batch, beam, max_len]``; the attention
@@ -60,7 +69,8 @@ class DecodingModel(Protocol):
 
     ``decode_step(prev_tokens [rows], state, enc)`` gets an ``enc`` of ``sentences`` rows and a state of
     ``rows = sentences * group`` rows, the ``group`` rows of a sentence consecutive (``group`` = 1 in greedy
-    search, the beam size in beam search).
+    search, the beam size in beam search). The log-probs it returns are a new tensor: search writes its rules
+    into it in place.
     """
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Any: ...
@@ -145,6 +155,36 @@ class _History:
         return hyp_tokens, self.attention[index].cpu()
 
 
+class _WorkingSet:
+    """Which sentences of the working set still search, and when to drop the finished ones (module docstring).
+
+    ``alive`` ``[n]`` bool (numpy, on the host: the step's one device sync already brings the flags there);
+    ``rows_per_sentence``: 1 in greedy search, the beam size in beam search.
+    """
+
+    def __init__(self, n: int, rows_per_sentence: int) -> None:
+        self.alive = np.ones(n, dtype=bool)
+        self.rows_per_sentence = rows_per_sentence
+        # rows of finished sentences stepped along since the last compaction, summed over the steps
+        self.carried = 0
+
+    def finish(self, done: np.ndarray) -> bool:
+        """Sentences ``done`` ``[n]`` bool finished this step; True when none searches any more."""
+        self.alive &= ~done
+        return not self.alive.any()
+
+    def compaction(self, device: torch.device) -> Tensor | None:
+        """The working-set positions to keep, when it is time to drop the finished sentences; else None. Called
+        once per step, before the next one."""
+        finished, searching = int((~self.alive).sum()), int(self.alive.sum())
+        self.carried += finished * self.rows_per_sentence
+        if finished == 0 or self.carried < searching:
+            return None
+        keep = np.flatnonzero(self.alive)
+        self.alive, self.carried = np.ones(keep.size, dtype=bool), 0
+        return torch.from_numpy(keep).to(device)
+
+
 def search(
     model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig, attention: bool = True
 ) -> list[list[Hypothesis]]:
@@ -190,20 +230,23 @@ def greedy_search(
     enc = model.encode(src, src_lengths)
     state = model.init_decoder_state(enc)
     max_lens = max_output_lengths(src_lengths, cfg).to(device)
+    shortest = int(max_lens.min()) if n else 0
     history = _History(n, 1, int(max_lens.max()) if n else 0, src.size(1), device, attention)
     sentence = torch.arange(n, device=device)
     log_prob = torch.zeros(n, device=device)
     prev = torch.full((n,), BOS_ID, dtype=torch.long, device=device)
+    working = _WorkingSet(n, rows_per_sentence=1)
     found: list[_Finished] = []
     step = 0
     while True:
         log_probs, state, step_attention = model.decode_step(prev, state, enc)
         history.record_attention(sentence, step, step_attention)
         emitted = history.tokens[sentence, 0, :step] if cfg.no_repeat_ngram else None
-        log_probs = _constrain(log_probs, emitted, step, max_lens, cfg)
+        log_probs = _constrain(log_probs, emitted, step, max_lens, shortest, cfg)
         # the same sum as beam search ranks, so both pick the same token and accumulate the same float
-        log_prob, token = (log_prob.unsqueeze(1) + log_probs).max(dim=1)
-        done = (token == EOS_ID).cpu().numpy()  # EOS is forced at the maximum length, so this always ends
+        log_prob, token = log_probs.add_(log_prob.unsqueeze(1)).max(dim=1)
+        # EOS is forced at the maximum length, so this always ends
+        done = (token == EOS_ID).cpu().numpy() & working.alive
         if done.any():
             ended = torch.from_numpy(np.flatnonzero(done)).to(device)
             length = torch.full((ended.numel(),), step + 1, device=device)
@@ -216,11 +259,13 @@ def greedy_search(
                     score=log_prob[ended] / length_norm(length, cfg),
                 )
             )
-            if done.all():
+            if working.finish(done):
                 break
-            live = torch.from_numpy(np.flatnonzero(~done)).to(device)
+        live = working.compaction(device)
+        if live is not None:
             enc, state = enc.index_select(live), state.index_select(live)
             sentence, log_prob, token, max_lens = sentence[live], log_prob[live], token[live], max_lens[live]
+            shortest = int(max_lens.min())
         history.record_step(sentence, step, token.unsqueeze(1), None)
         prev = token
         step += 1
@@ -244,7 +289,7 @@ def beam_search(
     # the state gets a row per beam, sentence-major ([n * beam]); enc keeps one row per sentence
     state = state.index_select(torch.arange(n, device=device).repeat_interleave(beam))
     max_lens = max_output_lengths(src_lengths, cfg).to(device)
-    longest = int(max_lens.max()) if n else 0
+    longest, shortest = (int(max_lens.max()), int(max_lens.min())) if n else (0, 0)
     history = _History(n, beam, longest, src.size(1), device, attention)
     # the n-gram rule reads whole histories, so it keeps the alive beams' tokens row by row
     emitted = torch.zeros(n * beam, longest, dtype=torch.long, device=device) if cfg.no_repeat_ngram else None
@@ -256,6 +301,8 @@ def beam_search(
     prev = torch.full((n * beam,), BOS_ID, dtype=torch.long, device=device)
     n_finished = torch.zeros(n, dtype=torch.long, device=device)
     kept = torch.full((n, nbest), NEG_INF, device=device)  # best finished scores so far, best first
+    working = _WorkingSet(n, rows_per_sentence=beam)
+    searching = torch.ones(n, dtype=torch.bool, device=device)  # working.alive on the device
     found: list[_Finished] = []
     step = 0
     while True:
@@ -263,14 +310,14 @@ def beam_search(
         history.record_attention(sentence, step, step_attention)
         vocab = log_probs.size(-1)
         log_probs = _constrain(
-            log_probs, None if emitted is None else emitted[:, :step], step, row_max_lens, cfg
+            log_probs, None if emitted is None else emitted[:, :step], step, row_max_lens, shortest, cfg
         ).view(n, beam, vocab)
-        candidates = (scores.unsqueeze(2) + log_probs).view(n, beam * vocab)
+        candidates = log_probs.add_(scores.unsqueeze(2)).view(n, beam * vocab)
         top_scores, top_index = candidates.topk(min(2 * beam, beam * vocab), dim=1)  # [n, 2*beam]
         origin, token = top_index // vocab, top_index % vocab
         is_eos = token == EOS_ID
         rank = torch.arange(top_index.size(1), device=device)
-        final = is_eos & (rank < beam) & torch.isfinite(top_scores)
+        final = is_eos & (rank < beam) & torch.isfinite(top_scores) & searching.unsqueeze(1)
         final_scores = top_scores / length_norm(torch.tensor(step + 1.0, device=device), cfg)
         final_scores = final_scores.masked_fill(~final, NEG_INF)
         kept = torch.cat([kept, final_scores], dim=1).topk(nbest, dim=1).values
@@ -290,6 +337,7 @@ def beam_search(
             | ((n_finished >= nbest) & (kept[:, -1] >= bound))
             | (step >= max_lens)
             | (bound == NEG_INF)
+            | ~searching
         )
         flags = torch.cat([done, final.flatten()]).cpu().numpy()  # the step's one device sync
         done_np, final_np = flags[:n], flags[n:].reshape(n, -1)
@@ -305,18 +353,20 @@ def beam_search(
                     score=final_scores[row, col],
                 )
             )
-        if done_np.all():
+        if working.finish(done_np):
             break
+        if not working.alive.all():
+            searching = torch.tensor(working.alive, device=device)  # a copy: `alive` changes in place
 
         # [n, beam] state rows the new beams extend
         reorder = torch.arange(n, device=device).unsqueeze(1) * beam + origin
-        if done_np.any():
-            live = torch.from_numpy(np.flatnonzero(~done_np)).to(device)
+        live = working.compaction(device)
+        if live is not None:
             origin, token, scores, reorder = origin[live], token[live], scores[live], reorder[live]
-            sentence, max_lens = sentence[live], max_lens[live]
+            sentence, max_lens, searching = sentence[live], max_lens[live], searching[live]
             n_finished, kept = n_finished[live], kept[live]
             enc, row_max_lens = enc.index_select(live), max_lens.repeat_interleave(beam)
-            n = live.numel()
+            n, shortest = live.numel(), int(max_lens.min())
         history.record_step(sentence, step, token, origin)
         state = state.index_select(reorder.flatten())
         prev = token.flatten()
@@ -328,14 +378,16 @@ def beam_search(
 
 
 def _constrain(
-    log_probs: Tensor, history: Tensor | None, step: int, max_lens: Tensor, cfg: SearchConfig
+    log_probs: Tensor, history: Tensor | None, step: int, max_lens: Tensor, shortest: int, cfg: SearchConfig
 ) -> Tensor:
     """Forbidden next tokens set to -inf.
 
-    ``log_probs`` ``[rows, vocab]``; ``history`` ``[rows, step]`` tokens emitted so far (no BOS), needed only
-    for ``no_repeat_ngram`` (None without it); ``max_lens`` ``[rows]``. Returns a new float32 ``[rows, vocab]``.
+    ``log_probs`` ``[rows, vocab]``, the model's new tensor, changed in place when it is float32; ``history``
+    ``[rows, step]`` tokens emitted so far (no BOS), needed only for ``no_repeat_ngram`` (None without it);
+    ``max_lens`` ``[rows]``, and ``shortest`` its minimum, known on the host so that no pass over ``[rows,
+    vocab]`` is spent while no row is at its maximum. Returns float32 ``[rows, vocab]``.
     """
-    log_probs = log_probs.float().clone()
+    log_probs = log_probs.float()
     eos = log_probs[:, EOS_ID].clone()
     log_probs[:, PAD_ID] = NEG_INF
     log_probs[:, BOS_ID] = NEG_INF
@@ -348,9 +400,10 @@ def _constrain(
         log_probs[:, EOS_ID] = NEG_INF
         stuck = ~torch.isfinite(log_probs).any(dim=1)
         log_probs[:, EOS_ID] = torch.where(stuck, eos, log_probs[:, EOS_ID])
-    at_max = (step >= max_lens).unsqueeze(1)
-    log_probs.masked_fill_(at_max, NEG_INF)
-    log_probs[:, EOS_ID] = torch.where(at_max.squeeze(1), eos, log_probs[:, EOS_ID])
+    if step >= shortest:
+        at_max = (step >= max_lens).unsqueeze(1)
+        log_probs.masked_fill_(at_max, NEG_INF)
+        log_probs[:, EOS_ID] = torch.where(at_max.squeeze(1), eos, log_probs[:, EOS_ID])
     return log_probs
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
 from nmt.config import LengthNorm, ModelConfig, SearchConfig
 from nmt.errors import NmtError
-from nmt.search import Hypothesis, beam_search, greedy_search, search
+from nmt.search import Hypothesis, _WorkingSet, beam_search, greedy_search, search
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 VOCAB = 6  # PAD, UNK, BOS, EOS and two ordinary tokens: 3 producible tokens besides EOS
@@ -368,3 +369,67 @@ def test_real_model(variant: str) -> None:
             assert len(h.tokens) <= n + 3
             assert h.attention.shape == (len(h.tokens) + 1, n)
             torch.testing.assert_close(h.attention.sum(1), torch.ones(len(h.tokens) + 1))
+
+
+def test_working_set_drops_finished_sentences_when_carrying_them_cost_as_much_as_the_copy() -> None:
+    working = _WorkingSet(4, rows_per_sentence=1)
+    assert working.compaction(torch.device("cpu")) is None  # nothing finished: never a copy
+    assert not working.finish(np.array([False, True, False, False]))
+    # one finished sentence against three searching: carried along for steps 1, 2, dropped at the 3rd
+    assert working.compaction(torch.device("cpu")) is None
+    assert working.compaction(torch.device("cpu")) is None
+    assert working.compaction(torch.device("cpu")).tolist() == [0, 2, 3]
+    assert working.alive.tolist() == [True, True, True] and working.carried == 0
+    assert not working.finish(np.array([True, False, True]))
+    assert working.compaction(torch.device("cpu")).tolist() == [1]  # two carried >= one searching
+    assert working.finish(np.array([True]))
+    beams = _WorkingSet(5, rows_per_sentence=2)  # a finished sentence carries two rows at every step
+    assert not beams.finish(np.array([True, False, False, False, False]))
+    assert beams.compaction(torch.device("cpu")) is None  # 2 row-steps < 4 searching
+    assert beams.compaction(torch.device("cpu")).tolist() == [1, 2, 3, 4]
+
+
+class CountingModel(FakeModel):
+    """FakeModel that records the number of sentences of the encoding at every step."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self.sentences: list[int] = []
+
+    def decode_step(
+        self, prev: Tensor, state: FakeState, enc: FakeEncoding
+    ) -> tuple[Tensor, FakeState, Tensor]:
+        self.sentences.append(enc.states.size(0))
+        return super().decode_step(prev, state, enc)
+
+
+def working_set_sizes(finish_steps: list[int]) -> list[int]:
+    """The rule of the search module written out plainly, for greedy search (one row per sentence): the working
+    set's size at every step, given the step at which each sentence finishes."""
+    sizes, size, carried, step = [], len(finish_steps), 0, 0
+    while True:
+        sizes.append(size)
+        searching = sum(s > step for s in finish_steps)
+        if searching == 0:
+            return sizes
+        carried += size - searching
+        if size > searching and carried >= searching:
+            size, carried = searching, 0
+        step += 1
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_search_keeps_finished_sentences_until_the_rule_drops_them(beam: int) -> None:
+    model = CountingModel(seed=5)
+    lengths = [2, 9, 3, 8, 2, 7, 4, 9]
+    src, lengths_t = batch(lengths, seed=6)
+    cfg = SearchConfig(beam_size=beam, max_len_a=1.0, max_len_b=4, length_norm=LengthNorm.none)
+    results = search(model, src, lengths_t, cfg)
+    for i, n in enumerate(lengths):  # carrying finished sentences changes nothing for the others
+        assert_same(results[i], search(FakeModel(seed=5), src[i : i + 1, :n], lengths_t[i : i + 1], cfg)[0])
+    if beam == 1:  # a sentence is done at the step of its EOS
+        finish_steps = [len(hyps[0].tokens) for hyps in results]
+        # [8] * 4 + [6] * 5 + [4] * 4 + [2] here; dropping at once would give 8, 8, 6, 6, 6, 6, 6, 5, ...
+        assert model.sentences == working_set_sizes(finish_steps)
+    else:
+        assert model.sentences[0] == len(lengths) and model.sentences == sorted(model.sentences, reverse=True)
