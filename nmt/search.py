@@ -355,8 +355,7 @@ def beam_search(
             )
         if working.finish(done_np):
             break
-        if not working.alive.all():
-            searching = torch.tensor(working.alive, device=device)  # a copy: `alive` changes in place
+        searching = ~done  # working.alive: `done` counts the sentences that finished before as done too
 
         # [n, beam] state rows the new beams extend
         reorder = torch.arange(n, device=device).unsqueeze(1) * beam + origin
