@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,42 @@ def test_threads_0_follows_omp_num_threads_when_it_is_set(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr("nmt.device.auto_threads", lambda: 1)
     assert set_threads(0) == 1
+
+
+KEEP_FREED_PROBE = """
+import resource, sys, torch
+from nmt.device import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+faults, peaks = [], []
+for step in range(60):
+    rows = (4000, 5000, 4500, 5500)[step % 4]  # logits of batches of different sizes (43-59 MB), as in training
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    logits = torch.randn(rows, 2674)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    probs = torch.exp(log_probs)
+    del logits, log_probs, probs
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    faults.append(usage.ru_minflt - before)
+    peaks.append(usage.ru_maxrss)
+print(applied, sum(faults[-20:]), peaks[-1] - peaks[29])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_stops_the_page_faults_of_a_steady_loop():
+    """A loop of large allocations in four sizes faults its pages in again at every step under glibc's defaults
+    (blocks above 32 MiB are always mmapped) and not at all once keep_freed_memory applied, and its peak memory
+    stops growing after the first steps (fresh interpreters: the setting is process-wide)."""
+
+    def probe(mode: str) -> tuple[str, int, int]:
+        applied, faults, growth_kib = subprocess.run(
+            [sys.executable, "-c", KEEP_FREED_PROBE, mode], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return applied, int(faults), int(growth_kib)
+
+    _, default_faults, _ = probe("default")
+    applied, kept_faults, kept_growth = probe("keep")
+    assert applied == "True"
+    assert default_faults >= 20 * 10_000  # each step faults in its three 43-59 MB blocks, 4 KiB at a time
+    assert kept_faults < 100
+    assert kept_growth == 0  # KiB of peak RSS added over the last 30 steps

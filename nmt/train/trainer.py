@@ -39,7 +39,7 @@ from nmt.config import Config, CorpusSource, LexiconSettings, Precision
 from nmt.data.batching import Batch, TokenBucketSampler, collate
 from nmt.data.cache import load_entry
 from nmt.data.prepare import SUMMARY_FILE, PreparedData, prepare_data
-from nmt.device import seed_everything, set_threads
+from nmt.device import keep_freed_memory, seed_everything, set_threads
 from nmt.errors import NmtError
 from nmt.model import build_model
 from nmt.model_dir import write_model_config
@@ -140,6 +140,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
         self.threads = set_threads(cfg.threads)
+        keep_freed_memory()  # every update frees and allocates the same large tensors again
         seed_everything(cfg.seed)
         self.device = distributed.rank_device(cfg.device, self.ranks)
         require_dev_set(cfg)
