@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from nmt.config import DecoderStep, ModelConfig, RnnType
 from nmt.model.attention import build_attention
+from nmt.model.dropout import Dropout
 from nmt.model.encoder import encoder_size
 from nmt.model.state import DecoderState, EncoderOutput, FoldedEncoding
 from nmt.vocab import PAD_ID
@@ -81,7 +82,7 @@ class Decoder(nn.Module):
         self._initial_feed = _zero_feed if input_feeding else _no_feed
 
         self.embedding = nn.Embedding(vocab_size, emb, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.attention = build_attention(cfg.attention, hid, annotation, cfg.attention_size)
 
         # Decoder layer l starts from encoder layer l + (enc_layers - dec_layers), clamped at 0: the top layers
