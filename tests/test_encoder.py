@@ -1,10 +1,13 @@
-"""Bidirectional encoder: shapes, packing, final states, padding independence."""
+"""Bidirectional encoder: shapes, packed and unpacked runs, final states, padding independence."""
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import RnnType
+from nmt.model.dropout import dropout
 from nmt.model.encoder import Encoder
+from nmt.translate import quantize_int8
 from nmt.vocab import PAD_ID
 
 VOCAB, EMB, HID = 20, 6, 5
@@ -90,3 +93,75 @@ def test_padding_embedding_gets_no_gradient() -> None:
 def test_dropout_between_layers_only_when_deep() -> None:
     assert _encoder(RnnType.gru, layers=1).rnn.dropout == 0.0
     assert _encoder(RnnType.gru, layers=2).rnn.dropout == 0.3
+
+
+def _grads(encoder: Encoder, out: tuple[torch.Tensor, ...], seed: int = 1) -> list[torch.Tensor]:
+    """Gradients of every parameter for a fixed random projection of the states and final hidden states."""
+    gen = torch.Generator().manual_seed(seed)
+    states, hidden = out[0], out[1]
+    loss = (states * torch.randn(states.shape, generator=gen)).sum()
+    loss = loss + (hidden * torch.randn(hidden.shape, generator=gen)).sum()
+    return list(torch.autograd.grad(loss, list(encoder.parameters())))
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_unpacked_gru_equals_packed_with_gradients(layers: int) -> None:
+    torch.manual_seed(0)
+    encoder = Encoder(RnnType.gru, VOCAB, EMB, HID, num_layers=layers, dropout=0.0).train()
+    lengths = [9, 1, 4, 9, 6]
+    src = _padded(lengths, seed=3)
+    packed = encoder.encode_packed(encoder.embedding(src), torch.tensor(lengths))
+    unpacked = encoder.encode_unpacked(encoder.embedding(src), torch.tensor(lengths))
+    torch.testing.assert_close(unpacked[0], packed[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(unpacked[1], packed[1], rtol=0, atol=1e-6)
+    for got, want in zip(_grads(encoder, unpacked), _grads(encoder, packed), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert (unpacked[0][1, 1:] == 0).all() and (unpacked[0][2, 4:] == 0).all()
+
+
+def test_forward_runs_a_float_gru_on_the_cpu_unpacked() -> None:
+    encoder = _encoder(RnnType.gru, layers=2)
+    lengths = [5, 2, 3]
+    src = _padded(lengths)
+    states, hidden, cell = encoder(src, torch.tensor(lengths))
+    want_states, want_hidden = encoder.encode_unpacked(encoder.embedding(src), torch.tensor(lengths))
+    assert torch.equal(states, want_states) and torch.equal(hidden, want_hidden) and cell is None
+
+
+def test_deep_unpacked_drops_out_between_layers_like_stacked_packed_layers() -> None:
+    """Training mode, p = 0.3: the same as a stack of one-layer packed GRUs with the same dropout masks
+    (the embedding's, then one between the layers), drawn in the same order from the same seed."""
+    encoder = _encoder(RnnType.gru, layers=2).train()
+    lengths = [7, 3, 5]
+    src, src_lengths = _padded(lengths), torch.tensor(lengths)
+    torch.manual_seed(5)
+    states, hidden, _ = encoder(src, src_lengths)
+
+    single = [torch.nn.GRU(n_in, HID, batch_first=True, bidirectional=True) for n_in in (EMB, 2 * HID)]
+    for layer, gru in enumerate(single):
+        for name, param in gru.named_parameters():
+            param.data.copy_(getattr(encoder.rnn, name.replace("_l0", f"_l{layer}")))
+    torch.manual_seed(5)
+    layer_input, finals = dropout(encoder.embedding(src), 0.3, True), []
+    for layer, gru in enumerate(single):
+        if layer > 0:
+            layer_input = dropout(layer_input, 0.3, True)
+        packed = pack_padded_sequence(layer_input, src_lengths, batch_first=True, enforce_sorted=False)
+        out, final = gru(packed)
+        layer_input, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        finals.append(torch.cat([final[0], final[1]], dim=-1))
+    torch.testing.assert_close(states, layer_input, rtol=0, atol=1e-6)
+    torch.testing.assert_close(hidden, torch.stack(finals), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "int8 gru"])
+def test_lstm_and_int8_gru_run_packed(kind: str) -> None:
+    encoder = _encoder(RnnType.lstm if kind == "lstm" else RnnType.gru)
+    if kind == "int8 gru":
+        encoder = quantize_int8(encoder)
+    lengths = [6, 2, 4]
+    src = _padded(lengths)
+    states, hidden, cell = encoder(src, torch.tensor(lengths))
+    want = encoder.encode_packed(encoder.embedding(src), torch.tensor(lengths))
+    assert torch.equal(states, want[0]) and torch.equal(hidden, want[1])
+    assert (cell is None) == (kind != "lstm")

@@ -2,6 +2,19 @@
 
 Each source token x_j is embedded and read by a forward and a backward RNN; its annotation is the
 concatenation h_j = [h_fwd_j; h_bwd_j], so it summarises the words both before and after x_j.
+
+A padded batch must not let padding reach a real annotation: the backward RNN has to start at each sentence's
+last real token. Two ways give the same result:
+
+- **packed** (``pack_padded_sequence``): the RNN runs on the real tokens only. Any RNN module takes it (LSTM,
+  int8-quantized, cuDNN), but on the CPU its backward pass fills and adds a whole ``[tokens, 3*hidden]``
+  gradient at every time step;
+- **unpacked** (float GRU on the CPU): the forward direction runs over the padded batch (padding comes after
+  the real tokens, so it changes nothing before it), the backward direction over each sentence reversed within
+  its length (padding stays at the end); the final states are read at the last real position. A GRU's output
+  is its state, so they can be; an LSTM's cell state cannot, so the LSTM stays packed. Encoder forward +
+  backward on a 2-core Xeon (2026-12-05, 256-wide embeddings, 128 units per direction): 56 -> 37 ms for
+  40 x 37 tokens, 72 -> 54 ms for 8 x 115, 37 -> 32 ms for 90 x 16.
 """
 
 from __future__ import annotations
@@ -11,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig, RnnType
-from nmt.model.dropout import Dropout
+from nmt.model.dropout import Dropout, dropout
 from nmt.vocab import PAD_ID
 
 
@@ -65,16 +78,60 @@ class Encoder(nn.Module):
             same layout (None for a GRU).
         """
         emb = self.dropout(self.embedding(src))
-        # Packing makes the backward RNN start at each sentence's last real token instead of at padding.
-        # It needs the lengths on the CPU: one small copy per batch.
+        if type(self.rnn) is nn.GRU and emb.device.type == "cpu":  # not LSTMs, int8: see the module doc
+            states, hidden = self.encode_unpacked(emb, src_lengths)
+            return states, hidden, None
+        return self.encode_packed(emb, src_lengths)
+
+    def encode_packed(self, emb: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``forward`` from embeddings ``[batch, src_len, emb]``, through ``pack_padded_sequence``."""
+        # pack_padded_sequence needs the lengths on the CPU: one small copy per batch.
         packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = self.rnn(packed)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=emb.size(1))
         if isinstance(final, tuple):
             return states, self._join_directions(final[0]), self._join_directions(final[1])
         return states, self._join_directions(final), None
+
+    def encode_unpacked(self, emb: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward`` of a float GRU from embeddings ``[batch, src_len, emb]``, without packing: returns the
+        states ``[batch, src_len, 2*hidden]`` (zeros on padding) and hidden ``[layers, batch, 2*hidden]``."""
+        batch, src_len, _ = emb.shape
+        lengths = src_lengths.to(emb.device)[:, None]  # [batch, 1]
+        positions = torch.arange(src_len, device=emb.device)
+        real = positions < lengths  # [batch, src_len]
+        # Position j of a sentence of length n reads position n-1-j; padding stays where it is. Applying the
+        # index twice gives back the original order.
+        reverse_index = torch.where(real, lengths - 1 - positions, positions)
+        rows, last = torch.arange(batch, device=emb.device), lengths[:, 0] - 1
+        layer_input, finals = emb, []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                layer_input = dropout(layer_input, self.rnn.dropout, self.training)
+            fwd = self._run_direction(layer_input, f"_l{layer}")
+            reversed_input = _gather_steps(layer_input, reverse_index)
+            bwd = _gather_steps(self._run_direction(reversed_input, f"_l{layer}_reverse"), reverse_index)
+            finals.append(torch.cat([fwd[rows, last], bwd[:, 0]], dim=-1))
+            layer_input = torch.cat([fwd, bwd], dim=-1)
+        return layer_input.masked_fill(~real[:, :, None], 0.0), torch.stack(finals)
+
+    def _run_direction(self, steps: Tensor, suffix: str) -> Tensor:
+        """One direction of one layer of ``self.rnn`` (its parameters ``*{suffix}``) over ``steps``
+        ``[batch, src_len, in]`` from a zero state -> outputs ``[batch, src_len, hidden]``."""
+        weights = [
+            getattr(self.rnn, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        ]
+        initial = steps.new_zeros(1, steps.size(0), self.hidden_size)
+        # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+        outputs, _ = torch.gru(steps, initial, weights, True, 1, 0.0, self.training, False, True)
+        return outputs
 
     def _join_directions(self, final: Tensor) -> Tensor:
         """``[layers*2, batch, hidden]`` (layer-major, forward first) -> ``[layers, batch, 2*hidden]``."""
         fwd_bwd = final.view(self.num_layers, 2, final.size(1), self.hidden_size)
         return torch.cat([fwd_bwd[:, 0], fwd_bwd[:, 1]], dim=-1)
+
+
+def _gather_steps(steps: Tensor, index: Tensor) -> Tensor:
+    """``steps[b, index[b, t]]`` for ``steps`` ``[batch, src_len, features]`` and ``index`` ``[batch, src_len]``."""
+    return steps.gather(1, index[:, :, None].expand(-1, -1, steps.size(2)))
