@@ -34,6 +34,11 @@ def encoder_size(cfg: ModelConfig) -> int:
     return cfg.enc_hidden_size or max(1, cfg.hidden_size // 2)
 
 
+def lengths_to_mask(lengths: Tensor, max_len: int, device: torch.device) -> Tensor:
+    """``[batch]`` lengths -> ``[batch, max_len]`` bool on ``device``, True on the first ``length`` positions."""
+    return torch.arange(max_len, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
 def rnn_class(rnn_type: RnnType) -> type[nn.RNNBase]:
     """``nn.GRU`` or ``nn.LSTM``."""
     return nn.LSTM if rnn_type == RnnType.lstm else nn.GRU
@@ -97,9 +102,9 @@ class Encoder(nn.Module):
         """``forward`` of a float GRU from embeddings ``[batch, src_len, emb]``, without packing: returns the
         states ``[batch, src_len, 2*hidden]`` (zeros on padding) and hidden ``[layers, batch, 2*hidden]``."""
         batch, src_len, _ = emb.shape
+        real = lengths_to_mask(src_lengths, src_len, emb.device)  # [batch, src_len]
         lengths = src_lengths.to(emb.device)[:, None]  # [batch, 1]
         positions = torch.arange(src_len, device=emb.device)
-        real = positions < lengths  # [batch, src_len]
         # Position j of a sentence of length n reads position n-1-j; padding stays where it is. Applying the
         # index twice gives back the original order.
         reverse_index = torch.where(real, lengths - 1 - positions, positions)

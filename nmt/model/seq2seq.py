@@ -12,15 +12,10 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 from nmt.model.decoder import Decoder
-from nmt.model.encoder import Encoder, encoder_size
+from nmt.model.encoder import Encoder, encoder_size, lengths_to_mask
 from nmt.model.flops import forward_flops
 from nmt.model.state import DecoderState, EncoderOutput
 from nmt.vocab import PAD_ID
-
-
-def lengths_to_mask(lengths: Tensor, max_len: int, device: torch.device) -> Tensor:
-    """``[batch]`` lengths -> ``[batch, max_len]`` bool on ``device``, True on the first ``length`` positions."""
-    return torch.arange(max_len, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
 
 
 class Seq2Seq(nn.Module):
