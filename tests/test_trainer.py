@@ -1,3 +1,4 @@
+import copy
 import csv
 import json
 import os
@@ -15,6 +16,7 @@ from nmt.config import Config
 from nmt.data.batching import collate
 from nmt.errors import NmtError
 from nmt.train.callbacks import TrainerCallbacks
+from nmt.train.loss import sequence_loss
 from nmt.train.schedules import budget_lr
 from nmt.train.trainer import Trainer, train
 from nmt.vocab import PAD_ID
@@ -292,6 +294,33 @@ def test_accumulation_equals_one_large_batch(tmp_path):
     one._update([one._batch(merged_indices)])
     two._update(batches)
     for p, q in zip(one.model.parameters(), two.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_an_update_is_clipped_adam_on_the_summed_loss(tmp_path):
+    """The trainer's (fused) Adam update equals the textbook one: per-token loss -> clip -> unfused Adam."""
+    cfg = tiny_config(tmp_path)
+    cfg.model.dropout = 0.0  # the reference must see the same computation
+    cfg.train.clip_norm = 0.05  # small enough to clip
+    trainer = Trainer(cfg)
+    reference = copy.deepcopy(trainer.model)
+    tc = cfg.train
+    adam = torch.optim.Adam(reference.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), foreach=False)
+    batches = [trainer._batch(indices) for _, indices in zip(range(3), iter(trainer.sampler))]
+    for batch in batches:
+        trainer._update([batch])
+        for (
+            group
+        ) in adam.param_groups:  # the rate the budget schedule set for this update (it stays after it)
+            group["lr"] = trainer.optimizer.param_groups[0]["lr"]
+        logits, _ = reference(batch.src, batch.src_lengths, batch.tgt_in)
+        sums = sequence_loss(logits, batch.tgt_out, tc.label_smoothing, PAD_ID)
+        (sums.loss / sums.n_tokens).backward()
+        assert torch.nn.utils.clip_grad_norm_(reference.parameters(), tc.clip_norm) > tc.clip_norm
+        adam.step()
+        adam.zero_grad()
+    assert trainer.optimizer.defaults["fused"]
+    for p, q in zip(trainer.model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 

@@ -151,8 +151,14 @@ class Trainer:
         tok = self.data.tokenizer
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).to(self.device)
         tc = cfg.train
+        # fused: one pass over each parameter per update. Unfused Adam on the CPU runs a dozen ops per tensor
+        # (14.9 against 4.4 ms per step for the benchmark's 5M parameters, 2 threads), the same update to rounding.
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas), weight_decay=tc.weight_decay
+            self.model.parameters(),
+            lr=tc.lr,
+            betas=tuple(tc.adam_betas),
+            weight_decay=tc.weight_decay,
+            fused=True,
         )
         self.schedule = LrSchedule(self.optimizer, tc)
         self.train_split = self.data.splits["train"].select_columns(["src_ids", "tgt_ids"])
