@@ -391,7 +391,7 @@ class TrainConfig(Checked):
     epochs: int = 100
     max_steps: int = 0  # 0: no step limit
     max_minutes: float = 30.0  # wall-clock budget; 0: none
-    lr: float = 2e-3
+    lr: float = 3e-3  # 2e-3 until 2026-12-06: two 30-minute sittings side by side (README, the study)
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     schedule: Schedule = Schedule.linear  # the study (README): beats plateau at a fixed budget
