@@ -420,6 +420,9 @@ class TrainConfig(Checked):
     keep_checkpoints: int = 5  # the most recent validated checkpoints kept for averaging
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops
     precision: Precision = Precision.auto  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    # the encoder's and decoder's loops over time in C++ on the CPU where the model allows (nmt.model.compiled_loops:
+    # built on first use; torch's and the Python loops where it cannot be); false: always those
+    compiled_loops: bool = True
     progress: bool = True
     tensorboard: bool = True
     ddp_timeout_minutes: float = (

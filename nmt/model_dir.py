@@ -5,7 +5,7 @@ A model directory is what training leaves in ``run_dir`` (``config.yaml``, the s
 top-level mapping::
 
     format:
-      version: 4
+      version: 5
       written_by: nmt 0.1.0
 
 Formats:
@@ -20,6 +20,9 @@ Formats:
    today's defaults are, so that resuming one continues the run it was.
 4. ``train.subword_alpha`` (subword regularisation). Format 3 directories trained on the one best segmentation:
    they read as ``subword_alpha=0``.
+5. ``train.compiled_loops`` (the loops over time in C++). Format 4 directories trained on the Python loops, whose
+   numbers the compiled ones match to rounding only (and, for the Luong step, with other dropout masks): they
+   read as ``compiled_loops=false``, so that resuming one continues the run it was exactly.
 
 Reading an older format upgrades it in memory (one line on stderr says what changed); the files are left alone.
 A format newer than :data:`MODEL_DIR_FORMAT` fails with the versions on both sides. A change to ``Config`` that
@@ -43,7 +46,7 @@ from nmt.errors import NmtError
 
 CONFIG_FILE = "config.yaml"
 FORMAT_KEY = "format"
-MODEL_DIR_FORMAT = 4
+MODEL_DIR_FORMAT = 5
 HUB_SCHEME = "hf://"  # a model_dir naming a hub repository (nmt.hub), not a local path
 
 
@@ -110,11 +113,21 @@ def _upgrade_format_3(raw: dict[str, Any]) -> list[str]:
     return ["train.subword_alpha=0.0"]
 
 
+def _upgrade_format_4(raw: dict[str, Any]) -> list[str]:
+    """Format 4 trained on the Python loops."""
+    train = raw.setdefault("train", {})
+    if "compiled_loops" in train:
+        return []
+    train["compiled_loops"] = False
+    return ["train.compiled_loops=false"]
+
+
 # UPGRADES[n] turns a format n config (a plain dict, edited in place) into format n + 1; returns what it set.
 UPGRADES: dict[int, Callable[[dict[str, Any]], list[str]]] = {
     1: _upgrade_format_1,
     2: _upgrade_format_2,
     3: _upgrade_format_3,
+    4: _upgrade_format_4,
 }
 
 

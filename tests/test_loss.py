@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from nmt.train.loss import sequence_loss
@@ -77,3 +78,17 @@ def test_gradient_is_softmax_minus_smoothed_target():
     q = torch.full((4,), 0.2 / 4)
     q[2] += 0.8
     assert torch.allclose(logits.grad[0, 0], torch.softmax(logits.detach()[0, 0], -1) - q, atol=1e-7)
+
+
+def test_probabilities_below_the_smallest_normal_float_move_the_gradient_by_less_than_it():
+    """The backward clamps log-probabilities at log(2^-126) (module docstring): with logits spread so that most
+    probabilities are subnormal or zero in float32, the gradient still equals softmax minus the target to 2^-126."""
+    logits = torch.tensor([[[0.0, -80.0, -90.0, -100.0, -200.0]]], requires_grad=True)
+    target = torch.tensor([[1]])
+    sequence_loss(logits, target, 0.0, pad_id=0).loss.backward()
+    want = torch.softmax(logits.detach()[0, 0].double(), -1)
+    want[1] -= 1.0
+    tiny = torch.finfo(torch.float32).tiny
+    assert (logits.grad[0, 0].double() - want).abs().max() <= tiny
+    # p = e^-200 is 0 in float32; clamped, it is the smallest normal float (to the rounding of its logarithm)
+    assert logits.grad[0, 0, 4].item() == pytest.approx(tiny, rel=1e-5)

@@ -33,6 +33,12 @@ only what depends on the recurrence:
 
 Fewer, larger GEMMs run faster on the CPU, and their weight gradients are one product each instead of one per
 target position. The loop has no host synchronisation.
+
+``compile_loop`` swaps the loop of a one-layer GRU decoder with additive attention (the default model, and the
+peers' shape with the Luong step) for its compiled form (``nmt.model.compiled_loops``: the same operations in C++,
+a hand-written backward), used on the CPU in float32 and float64; the Python loops stay the reference and the
+fallback. The Luong loop's dropout masks are drawn for all positions before it, so a run with dropout draws
+other masks than the Python loop would (the same distribution).
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.config import DecoderStep, ModelConfig, RnnType
-from nmt.model.attention import build_attention
+from nmt.model.attention import BahdanauAttention, build_attention
+from nmt.model.compiled_loops import BahdanauGruLoop, LuongGruLoop, loops_extension, outside_compiled
 from nmt.model.dropout import Dropout
 from nmt.model.encoder import encoder_size
 from nmt.model.state import DecoderState, EncoderOutput, FoldedEncoding
@@ -111,6 +118,34 @@ class Decoder(nn.Module):
         self.output = nn.Linear(hid, vocab_size)
         if cfg.tie_embeddings:  # ModelConfig checks emb_size == hidden_size, the pre-output's width
             self.output.weight = self.embedding.weight
+
+    def compile_loop(self) -> str:
+        """Run teacher forcing through the compiled loop of this decoder's step order (module docstring) from now
+        on, where the decoder is one it computes: a one-layer GRU with additive attention. Builds the extension
+        on first use. Returns which loop teacher forcing runs, and why, for the training log."""
+        if self.is_lstm or self.num_layers != 1 or not isinstance(self.attention, BahdanauAttention):
+            return "the Python loop (the compiled one covers a one-layer GRU with additive attention)"
+        if loops_extension() is None:
+            return "the Python loop (the C++ extension could not be built: see the warning above)"
+        self._teacher_forced = (
+            self._bahdanau_teacher_forced_compiled
+            if self._initial_feed is _no_feed
+            else self._luong_teacher_forced_compiled
+        )
+        return "compiled"
+
+    def _attention_inputs(self, enc: EncoderOutput) -> tuple[Tensor, ...]:
+        """The compiled loops' attention arguments: keys, annotations, padding, and W_q and v doubled (the
+        score's sigmoid form, ``nmt.model.attention``)."""
+        attention = self.attention
+        assert isinstance(attention, BahdanauAttention)  # compile_loop checked
+        return (
+            enc.keys,
+            enc.states,
+            ~enc.mask,
+            attention.query_layer.weight * 2,
+            attention.energy_layer.weight.view(-1) * 2,
+        )
 
     def embed(self, tokens: Tensor) -> Tensor:
         """E y with dropout: ``[batch]`` or ``[batch, tgt_len]`` ids -> ``[..., emb]``."""
@@ -264,6 +299,59 @@ class Decoder(nn.Module):
             attention.append(weights)
         pre = self._bahdanau_pre_output(embedded, torch.stack(tops, dim=1), torch.stack(contexts, dim=1))
         return pre, torch.stack(attention, dim=1)
+
+    def _bahdanau_teacher_forced_compiled(
+        self, embedded: Tensor, emb_gates: Tensor, feed_weight: Tensor, enc: EncoderOutput
+    ) -> tuple[Tensor, Tensor]:
+        """``_bahdanau_teacher_forced`` through ``BahdanauGruLoop``: same arguments, same results to float
+        rounding (the Python loop where ``outside_compiled`` says so)."""
+        if outside_compiled(emb_gates):
+            return self._bahdanau_teacher_forced(embedded, emb_gates, feed_weight, enc)
+        cell = self.cells[0]
+        keys, states, padding, query_weight, energy_weight = self._attention_inputs(enc)
+        tops, contexts, weights = BahdanauGruLoop.apply(
+            emb_gates.transpose(0, 1).contiguous(),
+            self.init_state(enc).hidden[0],
+            keys,
+            states,
+            padding,
+            query_weight,
+            energy_weight,
+            feed_weight,
+            cell.weight_hh,
+            cell.bias_hh,
+        )
+        pre = self._bahdanau_pre_output(embedded, tops.transpose(0, 1), contexts.transpose(0, 1))
+        return pre, weights.transpose(0, 1)
+
+    def _luong_teacher_forced_compiled(
+        self, embedded: Tensor, emb_gates: Tensor, feed_weight: Tensor, enc: EncoderOutput
+    ) -> tuple[Tensor, Tensor]:
+        """``_luong_teacher_forced`` through ``LuongGruLoop``: same arguments, same results to float rounding
+        without dropout (with it, masks drawn before the loop); the Python loop where ``outside_compiled`` says
+        so."""
+        if outside_compiled(emb_gates):
+            return self._luong_teacher_forced(embedded, emb_gates, feed_weight, enc)
+        cell, pre = self.cells[0], self.pre_output
+        steps, batch = emb_gates.size(1), emb_gates.size(0)
+        # dropout on [s_t; c_t] at every position, its masks drawn for all of them at once
+        masks = (
+            self.dropout(emb_gates.new_ones(steps, batch, pre.in_features))
+            if self.training and self.dropout.p > 0
+            else None
+        )
+        h_tildes, weights = LuongGruLoop.apply(
+            emb_gates.transpose(0, 1).contiguous(),
+            self.init_state(enc).hidden[0],
+            *self._attention_inputs(enc),
+            feed_weight,
+            cell.weight_hh,
+            cell.bias_hh,
+            pre.weight,
+            pre.bias,
+            masks,
+        )
+        return h_tildes.transpose(0, 1), weights.transpose(0, 1)
 
     def _luong_teacher_forced(
         self, embedded: Tensor, emb_gates: Tensor, feed_weight: Tensor, enc: EncoderOutput

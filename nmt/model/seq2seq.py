@@ -98,6 +98,11 @@ class Seq2Seq(nn.Module):
         """
         return self.decoder(tgt_in, self.encode(src, src_lengths))
 
+    def compile_loops(self) -> str:
+        """Train through the compiled loops over time (``nmt.model.compiled_loops``) where encoder and decoder
+        allow, from now on; builds the extension on first use. Returns which loops run, for the training log."""
+        return f"encoder loop {self.encoder.compile_loop()}, decoder loop {self.decoder.compile_loop()}"
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of scalar parameters (a tied embedding counted once)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,353 @@
+// The decoder's teacher-forced loops (one GRU layer, additive attention), forward and backward, compiled.
+//
+// The Python loops (nmt/model/decoder.py, `_bahdanau_teacher_forced`, `_luong_teacher_forced`) issue about 20
+// small operations per target position and autograd records each; at training's batch of ~40 sentences much of
+// their time is the issuing, not the arithmetic. Here the same operations run from C++ with no graph: the forward
+// writes what the backward needs into [T, ...] buffers, the backward runs the positions in reverse and leaves every
+// weight gradient to one product over all positions after the loop (the order cuDNN uses for its RNNs).
+//
+// Shared by both step orders, at one position t (s the decoder state, H the annotations [B, S, D], K = 2 (U H + b)
+// the projected keys [B, S, A]; see nmt/model/attention.py for why the score is 2 v^T sigmoid(...): it equals
+// v^T tanh(...) up to a constant that the softmax cancels):
+//     attention with query s:  E = sigmoid(2 W_q s + K) [B, S, A];  e = E (2 v), -inf on padding;
+//                              a = softmax(e) [B, S];  c = a H [B, D]
+//     GRU cell on input products g and recurrent products k = W_hh s_{t-1} + b_hh (both [B, 3h]):
+//                              r, z = sigmoid(g_r + k_r), sigmoid(g_z + k_z);  n = tanh(g_n + r * k_n)
+//                              s_t = n + z * (s_{t-1} - n)
+// Bahdanau order: attend with s_{t-1}, then g_t = G_t + W_c c_t (G_t = W_e E y_{t-1} + b_ih, given).
+// Luong order (input feeding): g_t = G_t + W_f h~_{t-1} (h~_0 = 0), then attend with s_t, then
+//                              h~_t = tanh(W_o (m_t * [s_t; c_t]) + b_o), m_t the dropout mask.
+
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <limits>
+#include <optional>
+#include <vector>
+
+using at::Tensor;
+
+namespace {
+
+// ----------------------------------------------------------------------------------------- attention
+// One position's attention, written into energy [B, S, A], weight [B, S] and context [B, D].
+// query_product: 2 W_q s, [B, A] (a view of a wider product is fine).
+void attend(const Tensor& query_product, const Tensor& keys, const Tensor& values, const Tensor& padding,
+            const Tensor& v2, Tensor energy, Tensor weight, Tensor context) {
+  const int64_t batch = keys.size(0), src_len = keys.size(1), att = keys.size(2), dim = values.size(2);
+  at::add_out(energy, query_product.unsqueeze(1), keys).sigmoid_();
+  Tensor scores = at::mv(energy.view({batch * src_len, att}), v2).view({batch, src_len});
+  scores.masked_fill_(padding, -std::numeric_limits<double>::infinity());
+  at::_softmax_out(weight, scores, 1, false);
+  Tensor context_rows = context.view({batch, 1, dim});
+  at::bmm_out(context_rows, weight.view({batch, 1, src_len}), values);
+}
+
+// Through e = E v2 and E = sigmoid(q + K) in one pass over [B, S, A], given de [B, S]:
+//     d(q + K)[b, j, :] = de[b, j] v2 * E (1 - E),  added to dK[b, j, :] and summed over j into dq[b, :]
+// (four tensor operations with three [B, S, A] temporaries otherwise). Padded positions have de = 0 and are skipped.
+template <typename scalar_t>
+void score_backward_kernel(const Tensor& grad_scores, const Tensor& energy, const Tensor& v2, Tensor& grad_keys,
+                           Tensor& grad_query) {
+  const int64_t batch = energy.size(0), src_len = energy.size(1), att = energy.size(2);
+  const int64_t query_stride = grad_query.stride(0);
+  const scalar_t* de = grad_scores.data_ptr<scalar_t>();
+  const scalar_t* energies = energy.data_ptr<scalar_t>();
+  const scalar_t* v = v2.data_ptr<scalar_t>();
+  scalar_t* dk = grad_keys.data_ptr<scalar_t>();
+  scalar_t* dq = grad_query.data_ptr<scalar_t>();
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      scalar_t* __restrict__ dq_row = dq + b * query_stride;
+      for (int64_t a = 0; a < att; ++a) dq_row[a] = 0;
+      for (int64_t j = 0; j < src_len; ++j) {
+        const scalar_t d = de[b * src_len + j];
+        if (d == 0) continue;
+        const scalar_t* __restrict__ e = energies + (b * src_len + j) * att;
+        scalar_t* __restrict__ dk_row = dk + (b * src_len + j) * att;
+        for (int64_t a = 0; a < att; ++a) {
+          const scalar_t g = d * v[a] * e[a] * (1 - e[a]);
+          dk_row[a] += g;
+          dq_row[a] += g;
+        }
+      }
+    }
+  });
+}
+
+// The backward of `attend` for one position, given dL/dc [B, D] and, when defined, dL/da [B, S]: writes
+// de into grad_score [B, S] and dL/d(2 W_q s) into grad_query [B, A] (a view is fine), adds to dL/dK.
+void attend_backward(const Tensor& grad_context, const std::optional<Tensor>& grad_weight_in, const Tensor& values,
+                     const Tensor& weight, const Tensor& energy, const Tensor& v2, Tensor grad_score,
+                     Tensor& grad_keys, Tensor grad_query) {
+  const int64_t batch = values.size(0), src_len = values.size(1), dim = values.size(2);
+  Tensor grad_weight = at::bmm(values, grad_context.view({batch, dim, 1})).view({batch, src_len});
+  if (grad_weight_in.has_value()) grad_weight.add_(*grad_weight_in);
+  // softmax: de = a (da - sum_j a_j da_j); zero on padding, where a is zero
+  Tensor weighted = weight * grad_weight;
+  at::addcmul_out(grad_score, weighted, weight, weighted.sum(1, true), -1);
+  AT_DISPATCH_FLOATING_TYPES(energy.scalar_type(), "score_backward_kernel", [&] {
+    score_backward_kernel<scalar_t>(grad_score, energy, v2, grad_keys, grad_query);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- GRU
+// The GRU cell's gate arithmetic: writes r and z into rz [B, 2h], n, k_n (saved for the backward) and the new
+// state s_t, all [B, h].
+void gru_gates(const Tensor& gates, const Tensor& hgates, const Tensor& prev, Tensor rz, Tensor n, Tensor h_n,
+               Tensor state) {
+  const int64_t hid = prev.size(1);
+  at::add_out(rz, gates.narrow(1, 0, 2 * hid), hgates.narrow(1, 0, 2 * hid)).sigmoid_();
+  h_n.copy_(hgates.narrow(1, 2 * hid, hid));
+  at::addcmul_out(n, gates.narrow(1, 2 * hid, hid), rz.narrow(1, 0, hid), h_n).tanh_();
+  at::addcmul_out(state, n, rz.narrow(1, hid, hid), prev - n);
+}
+
+// The backward of `gru_gates` given dL/ds_t: writes dL/dg into grad_gates [B, 3h] and dL/dk into grad_hgates
+// [B, 3h] (a view is fine); returns the part of dL/ds_{t-1} that does not pass through W_hh.
+Tensor gru_gates_backward(const Tensor& grad_state, const Tensor& prev, const Tensor& rz, const Tensor& n,
+                          const Tensor& h_n, Tensor grad_gates, Tensor grad_hgates) {
+  const int64_t hid = prev.size(1);
+  const Tensor reset = rz.narrow(1, 0, hid), update = rz.narrow(1, hid, hid);
+  Tensor grad_update = grad_state * (prev - n);                      // s_t = n + z (s_{t-1} - n)
+  Tensor grad_new = at::addcmul(grad_state, grad_state, update, -1);  // ds (1 - z)
+  Tensor grad_pre_n = grad_gates.narrow(1, 2 * hid, hid);
+  at::tanh_backward_out(grad_pre_n, grad_new, n);
+  Tensor grad_pre_r = grad_gates.narrow(1, 0, hid), grad_pre_z = grad_gates.narrow(1, hid, hid);
+  at::sigmoid_backward_out(grad_pre_r, grad_pre_n * h_n, reset);
+  at::sigmoid_backward_out(grad_pre_z, grad_update, update);
+  grad_hgates.narrow(1, 0, 2 * hid).copy_(grad_gates.narrow(1, 0, 2 * hid));
+  Tensor grad_h_n = grad_hgates.narrow(1, 2 * hid, hid);
+  at::mul_out(grad_h_n, grad_pre_n, reset);
+  return grad_state * update;
+}
+
+Tensor flat(const Tensor& x) { return x.reshape({-1, x.size(-1)}); }
+
+// The decoder loops' sizes: positions T, sentences B, state h, source positions S, attention A, annotation D.
+struct Sizes {
+  int64_t steps, batch, hid, src_len, att, dim;
+};
+
+Sizes sizes_of(int64_t steps, const Tensor& s0, const Tensor& keys, const Tensor& values) {
+  return {steps, s0.size(0), s0.size(1), keys.size(1), keys.size(2), values.size(2)};
+}
+
+// The state before each position, [T, B, h]: s0, then s_1 .. s_{T-1}.
+Tensor previous(const Tensor& first, const Tensor& steps) {
+  return at::cat({first.unsqueeze(0), steps.narrow(0, 0, steps.size(0) - 1)}, 0);
+}
+
+// --------------------------------------------------------------------------------------- Bahdanau
+// Inputs: G [T, B, 3h], s0 [B, h], K [B, S, A], H [B, S, D], padding [B, S] (true on padding), wq2 = 2 W_q [A, h],
+// v2 = 2 v [A], W_c [3h, D], W_hh [3h, h], b_hh [3h].
+// Returns s [T, B, h], c [T, B, D], a [T, B, S], then what the backward needs: E [T, B, S, A], rz [T, B, 2h],
+// n [T, B, h], k_n [T, B, h].
+std::vector<Tensor> bahdanau_forward(const Tensor& gates_in, const Tensor& s0, const Tensor& keys,
+                                     const Tensor& values, const Tensor& padding, const Tensor& wq2,
+                                     const Tensor& v2, const Tensor& w_context, const Tensor& w_hh,
+                                     const Tensor& b_hh) {
+  const auto [steps, batch, hid, src_len, att, dim] = sizes_of(gates_in.size(0), s0, keys, values);
+  const auto opts = s0.options();
+  Tensor states = at::empty({steps, batch, hid}, opts), contexts = at::empty({steps, batch, dim}, opts);
+  Tensor weights = at::empty({steps, batch, src_len}, opts);
+  Tensor energies = at::empty({steps, batch, src_len, att}, opts), rz = at::empty({steps, batch, 2 * hid}, opts);
+  Tensor news = at::empty({steps, batch, hid}, opts), hidden_n = at::empty({steps, batch, hid}, opts);
+  // s_{t-1} multiplies W_hh and 2 W_q: one product for both, [B, 3h + A]
+  const Tensor w_prev_t = at::cat({w_hh, wq2}, 0).t();
+  const Tensor b_prev = at::cat({b_hh, at::zeros({att}, opts)}, 0);
+  const Tensor w_context_t = w_context.t();
+  Tensor prev = s0;
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor products = at::addmm(b_prev, prev, w_prev_t);
+    attend(products.narrow(1, 3 * hid, att), keys, values, padding, v2, energies[t], weights[t], contexts[t]);
+    const Tensor gates = at::addmm(gates_in[t], contexts[t], w_context_t);
+    gru_gates(gates, products.narrow(1, 0, 3 * hid), prev, rz[t], news[t], hidden_n[t], states[t]);
+    prev = states[t];
+  }
+  return {states, contexts, weights, energies, rz, news, hidden_n};
+}
+
+// Gradients of the loss with respect to s [T, B, h], c [T, B, D] and, when defined, a [T, B, S] (time-major,
+// contiguous); the forward's inputs and results. Returns the gradients of G, s0, K, H, wq2, v2, W_c, W_hh, b_hh.
+std::vector<Tensor> bahdanau_backward(const Tensor& grad_states, const Tensor& grad_contexts,
+                                      const std::optional<Tensor>& grad_weights, const Tensor& s0,
+                                      const Tensor& keys, const Tensor& values, const Tensor& wq2,
+                                      const Tensor& v2, const Tensor& w_context, const Tensor& w_hh,
+                                      const Tensor& states, const Tensor& contexts, const Tensor& weights,
+                                      const Tensor& energies, const Tensor& rz, const Tensor& news,
+                                      const Tensor& hidden_n) {
+  const auto [steps, batch, hid, src_len, att, dim] = sizes_of(states.size(0), s0, keys, values);
+  const auto opts = s0.options();
+  Tensor grad_gates = at::empty({steps, batch, 3 * hid}, opts);  // dL/dg_t (= dL/dG_t)
+  // dL/dk_t and dL/d(2 W_q s_{t-1}) side by side, as s_{t-1}'s products are in the forward
+  Tensor grad_products = at::empty({steps, batch, 3 * hid + att}, opts);
+  const Tensor w_prev = at::cat({w_hh, wq2}, 0);
+  Tensor grad_context_total = at::empty({steps, batch, dim}, opts);
+  Tensor grad_scores = at::empty({steps, batch, src_len}, opts);
+  Tensor grad_keys = at::zeros({batch, src_len, att}, opts);
+  const Tensor prevs = previous(s0, states);
+
+  Tensor grad_state = at::zeros({batch, hid}, opts);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    grad_state.add_(grad_states[t]);
+    Tensor grad_prev = gru_gates_backward(grad_state, prevs[t], rz[t], news[t], hidden_n[t], grad_gates[t],
+                                          grad_products[t].narrow(1, 0, 3 * hid));
+    // c_t feeds g_t and the loss
+    Tensor grad_context = grad_context_total[t];
+    at::addmm_out(grad_context, grad_contexts[t], grad_gates[t], w_context);
+    attend_backward(grad_context, grad_weights.has_value() ? std::optional<Tensor>((*grad_weights)[t]) : std::nullopt,
+                    values, weights[t], energies[t], v2, grad_scores[t], grad_keys,
+                    grad_products[t].narrow(1, 3 * hid, att));
+    grad_state = grad_prev.addmm_(grad_products[t], w_prev);
+  }
+
+  Tensor grad_w_prev = at::mm(flat(grad_products).t(), flat(prevs));
+  return {grad_gates,
+          grad_state,
+          grad_keys,
+          at::bmm(weights.permute({1, 2, 0}), grad_context_total.transpose(0, 1)),  // sum_t a_t^T dc_t
+          grad_w_prev.narrow(0, 3 * hid, att),
+          at::mv(flat(energies).t(), grad_scores.view({-1})),
+          at::mm(flat(grad_gates).t(), flat(contexts)),
+          grad_w_prev.narrow(0, 0, 3 * hid),
+          flat(grad_products).narrow(1, 0, 3 * hid).sum(0)};
+}
+
+// ------------------------------------------------------------------------------------------ Luong
+// Inputs: G [T, B, 3h], s0 [B, h], K, H, padding, wq2, v2 as above, W_f [3h, h] (the cell's input-feeding
+// columns), W_hh [3h, h], b_hh [3h], W_o [h, h + D], b_o [h], dropout masks m [T, B, h + D] (scaled; none: no
+// dropout).
+// Returns h~ [T, B, h], a [T, B, S], then what the backward needs: s [T, B, h], u = m [s; c] [T, B, h + D],
+// E [T, B, S, A], rz [T, B, 2h], n [T, B, h], k_n [T, B, h].
+std::vector<Tensor> luong_forward(const Tensor& gates_in, const Tensor& s0, const Tensor& keys, const Tensor& values,
+                                  const Tensor& padding, const Tensor& wq2, const Tensor& v2, const Tensor& w_feed,
+                                  const Tensor& w_hh, const Tensor& b_hh, const Tensor& w_out, const Tensor& b_out,
+                                  const std::optional<Tensor>& masks) {
+  const auto [steps, batch, hid, src_len, att, dim] = sizes_of(gates_in.size(0), s0, keys, values);
+  const auto opts = s0.options();
+  Tensor outputs = at::empty({steps, batch, hid}, opts), weights = at::empty({steps, batch, src_len}, opts);
+  Tensor states = at::empty({steps, batch, hid}, opts);
+  Tensor inputs_out = at::empty({steps, batch, hid + dim}, opts);  // u_t = m_t [s_t; c_t]
+  Tensor energies = at::empty({steps, batch, src_len, att}, opts), rz = at::empty({steps, batch, 2 * hid}, opts);
+  Tensor news = at::empty({steps, batch, hid}, opts), hidden_n = at::empty({steps, batch, hid}, opts);
+  const Tensor w_feed_t = w_feed.t(), w_hh_t = w_hh.t(), wq2_t = wq2.t(), w_out_t = w_out.t();
+  Tensor prev = s0;
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor gates = t == 0 ? gates_in[0] : at::addmm(gates_in[t], outputs[t - 1], w_feed_t);
+    gru_gates(gates, at::addmm(b_hh, prev, w_hh_t), prev, rz[t], news[t], hidden_n[t], states[t]);
+    prev = states[t];
+    Tensor u = inputs_out[t];
+    attend(at::mm(prev, wq2_t), keys, values, padding, v2, energies[t], weights[t], u.narrow(1, hid, dim));
+    u.narrow(1, 0, hid).copy_(prev);
+    if (masks.has_value()) u.mul_((*masks)[t]);
+    Tensor output = outputs[t];
+    at::addmm_out(output, b_out, u, w_out_t).tanh_();
+  }
+  return {outputs, weights, states, inputs_out, energies, rz, news, hidden_n};
+}
+
+// Gradients of the loss with respect to h~ [T, B, h] and, when defined, a [T, B, S]; the forward's inputs and
+// results. Returns the gradients of G, s0, K, H, wq2, v2, W_f, W_hh, b_hh, W_o, b_o.
+std::vector<Tensor> luong_backward(const Tensor& grad_outputs, const std::optional<Tensor>& grad_weights,
+                                   const Tensor& s0, const Tensor& keys, const Tensor& values, const Tensor& wq2,
+                                   const Tensor& v2, const Tensor& w_feed, const Tensor& w_hh, const Tensor& w_out,
+                                   const std::optional<Tensor>& masks, const Tensor& outputs, const Tensor& weights,
+                                   const Tensor& states, const Tensor& inputs_out, const Tensor& energies,
+                                   const Tensor& rz, const Tensor& news, const Tensor& hidden_n) {
+  const auto [steps, batch, hid, src_len, att, dim] = sizes_of(states.size(0), s0, keys, values);
+  const auto opts = s0.options();
+  Tensor grad_gates = at::empty({steps, batch, 3 * hid}, opts), grad_hgates = at::empty({steps, batch, 3 * hid}, opts);
+  Tensor grad_pre = at::empty({steps, batch, hid}, opts);  // dL/d(W_o u_t + b_o)
+  Tensor grad_query = at::empty({steps, batch, att}, opts);
+  Tensor grad_contexts = at::empty({steps, batch, dim}, opts);
+  Tensor grad_scores = at::empty({steps, batch, src_len}, opts);
+  Tensor grad_keys = at::zeros({batch, src_len, att}, opts);
+  const Tensor prevs = previous(s0, states);
+
+  Tensor grad_state = at::zeros({batch, hid}, opts), grad_feed = at::zeros({batch, hid}, opts);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    Tensor pre = grad_pre[t];
+    at::tanh_backward_out(pre, grad_outputs[t] + grad_feed, outputs[t]);
+    Tensor grad_u = at::mm(pre, w_out);
+    if (masks.has_value()) grad_u.mul_((*masks)[t]);
+    grad_state.add_(grad_u.narrow(1, 0, hid));
+    grad_contexts[t].copy_(grad_u.narrow(1, hid, dim));
+    attend_backward(grad_contexts[t], grad_weights.has_value() ? std::optional<Tensor>((*grad_weights)[t]) : std::nullopt,
+                    values, weights[t], energies[t], v2, grad_scores[t], grad_keys, grad_query[t]);
+    grad_state.addmm_(grad_query[t], wq2);
+    Tensor grad_prev =
+        gru_gates_backward(grad_state, prevs[t], rz[t], news[t], hidden_n[t], grad_gates[t], grad_hgates[t]);
+    grad_state = grad_prev.addmm_(grad_hgates[t], w_hh);
+    if (t > 0) grad_feed = at::mm(grad_gates[t], w_feed);
+  }
+
+  const Tensor later_gates = flat(grad_gates.narrow(0, 1, steps - 1));  // h~_{t-1} feeds position t >= 1
+  return {grad_gates,
+          grad_state,
+          grad_keys,
+          at::bmm(weights.permute({1, 2, 0}), grad_contexts.transpose(0, 1)),
+          at::mm(flat(grad_query).t(), flat(states)),
+          at::mv(flat(energies).t(), grad_scores.view({-1})),
+          at::mm(later_gates.t(), flat(outputs.narrow(0, 0, steps - 1))),
+          at::mm(flat(grad_hgates).t(), flat(prevs)),
+          flat(grad_hgates).sum(0),
+          at::mm(flat(grad_pre).t(), flat(inputs_out)),
+          flat(grad_pre).sum(0)};
+}
+
+// ------------------------------------------------------------------------------- the encoder's BiGRU
+// Both directions of one layer step together, from zero states (the encoder runs its backward direction over each
+// sentence reversed within its length, so both read position t at step t). Inputs: G [T, 2, B, 3h] (W_ih x + b_ih
+// of each direction), W_hh [2, 3h, h], b_hh [2, 3h]. Returns s [T, 2, B, h], then rz [T, 2, B, 2h], n and k_n
+// [T, 2, B, h] for the backward.
+std::vector<Tensor> bigru_forward(const Tensor& gates_in, const Tensor& w_hh, const Tensor& b_hh) {
+  const int64_t steps = gates_in.size(0), batch = gates_in.size(2), hid = w_hh.size(2);
+  const auto opts = gates_in.options();
+  Tensor states = at::empty({steps, 2, batch, hid}, opts), rz = at::empty({steps, 2, batch, 2 * hid}, opts);
+  Tensor news = at::empty({steps, 2, batch, hid}, opts), hidden_n = at::empty({steps, 2, batch, hid}, opts);
+  const Tensor w_hh_t = w_hh.transpose(1, 2), bias = b_hh.unsqueeze(1);  // [2, h, 3h], [2, 1, 3h]
+  Tensor prev = at::zeros({2, batch, hid}, opts);
+  for (int64_t t = 0; t < steps; ++t) {
+    const Tensor hgates = at::baddbmm(bias, prev, w_hh_t);  // [2, B, 3h]
+    gru_gates(gates_in[t].view({2 * batch, 3 * hid}), hgates.view({2 * batch, 3 * hid}),
+              prev.view({2 * batch, hid}), rz[t].view({2 * batch, 2 * hid}), news[t].view({2 * batch, hid}),
+              hidden_n[t].view({2 * batch, hid}), states[t].view({2 * batch, hid}));
+    prev = states[t];
+  }
+  return {states, rz, news, hidden_n};
+}
+
+// Gradient of the loss with respect to s [T, 2, B, h]; the forward's W_hh and results. Returns the gradients of
+// G, W_hh and b_hh.
+std::vector<Tensor> bigru_backward(const Tensor& grad_states, const Tensor& w_hh, const Tensor& states,
+                                   const Tensor& rz, const Tensor& news, const Tensor& hidden_n) {
+  const int64_t steps = states.size(0), batch = states.size(2), hid = states.size(3);
+  const auto opts = states.options();
+  Tensor grad_gates = at::empty({steps, 2, batch, 3 * hid}, opts), grad_hgates = at::empty_like(grad_gates);
+  const Tensor prevs = previous(at::zeros({2, batch, hid}, opts), states);  // [T, 2, B, h]
+  Tensor grad_state = at::zeros({2 * batch, hid}, opts);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    grad_state.add_(grad_states[t].view({2 * batch, hid}));
+    Tensor grad_prev = gru_gates_backward(
+        grad_state, prevs[t].view({2 * batch, hid}), rz[t].view({2 * batch, 2 * hid}),
+        news[t].view({2 * batch, hid}), hidden_n[t].view({2 * batch, hid}),
+        grad_gates[t].view({2 * batch, 3 * hid}), grad_hgates[t].view({2 * batch, 3 * hid}));
+    grad_state = at::baddbmm(grad_prev.view({2, batch, hid}), grad_hgates[t], w_hh).view({2 * batch, hid});
+  }
+  // per direction: dW_hh = sum over positions and sentences of dk^T s_{t-1}
+  const Tensor grad_hgates_rows = grad_hgates.permute({1, 0, 2, 3}).reshape({2, steps * batch, 3 * hid});
+  const Tensor prev_rows = prevs.permute({1, 0, 2, 3}).reshape({2, steps * batch, hid});
+  return {grad_gates, at::bmm(grad_hgates_rows.transpose(1, 2), prev_rows), grad_hgates_rows.sum(1)};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("bahdanau_forward", &bahdanau_forward, "the Bahdanau-order GRU loop: forward");
+  m.def("bahdanau_backward", &bahdanau_backward, "the Bahdanau-order GRU loop: backward");
+  m.def("luong_forward", &luong_forward, "the Luong-order GRU loop (input feeding): forward");
+  m.def("luong_backward", &luong_backward, "the Luong-order GRU loop (input feeding): backward");
+  m.def("bigru_forward", &bigru_forward, "the encoder's two GRU directions, stepped together: forward");
+  m.def("bigru_backward", &bigru_backward, "the encoder's two GRU directions, stepped together: backward");
+}
