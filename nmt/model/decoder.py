@@ -308,15 +308,10 @@ class Decoder(nn.Module):
         if outside_compiled(emb_gates):
             return self._bahdanau_teacher_forced(embedded, emb_gates, feed_weight, enc)
         cell = self.cells[0]
-        keys, states, padding, query_weight, energy_weight = self._attention_inputs(enc)
         tops, contexts, weights = BahdanauGruLoop.apply(
             emb_gates.transpose(0, 1).contiguous(),
             self.init_state(enc).hidden[0],
-            keys,
-            states,
-            padding,
-            query_weight,
-            energy_weight,
+            *self._attention_inputs(enc),
             feed_weight,
             cell.weight_hh,
             cell.bias_hh,
