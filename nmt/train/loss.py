@@ -12,14 +12,15 @@ The gradient with respect to the logits x of a position with upstream gradient g
     dloss/dx_v = g * (p_v - q_v)
 
 and :class:`_SmoothedCrossEntropy` computes it from the saved log-probabilities in two passes over the
-``[positions, V]`` tensor (exp, then one fused multiply-add; the target's -(1 - eps) g is scattered on top). Autograd through ``log_softmax``, ``gather``, ``mean`` and the masks takes about twice as many passes over
-that tensor, the largest of a training step: the output layer's logits.
+``[positions, V]`` tensor (exp, then one fused multiply-add; the target's -(1 - eps) g is scattered on top).
+Autograd through ``log_softmax``, ``gather``, ``mean`` and the masks takes about twice as many passes over that
+tensor, the largest of a training step: the output layer's logits.
 
-The clamp is for speed: a trained model gives most of the vocabulary log-probabilities below log(2^-126) = -87.3,
-where exp's result is a subnormal float32, and the CPU computes subnormals about 20 times slower (2026, Xeon, 2
-threads, ``[3000, 5332]``: 147 ms for ``exp`` when a quarter of the results are subnormal, 6.5 ms for clamp and
-``exp_`` in place). So the forward clamps the saved log-probabilities there, after the loss is computed: such a
-p_v becomes about 2^-126 instead of something smaller, and the gradient moves by less than 1.2e-38 per element.
+The forward clamps the saved log-probabilities, for speed: without label smoothing a trained model gives most of
+the vocabulary log-probabilities below log(2^-126) = -87.3, where exp's result is a subnormal float32, and the CPU
+computes subnormals several times slower (2026, Xeon, 2 threads, ``[3000, 5332]``: 147 ms for ``exp`` when a
+quarter of the results are subnormal, 18 ms when none is). The clamp comes after the loss is computed: such a p_v
+becomes about 2^-126 instead of something smaller, and the gradient moves by less than 1.2e-38 per element.
 """
 
 from __future__ import annotations

@@ -124,6 +124,11 @@ Tensor gru_gates_backward(const Tensor& grad_state, const Tensor& prev, const Te
 
 Tensor flat(const Tensor& x) { return x.reshape({-1, x.size(-1)}); }
 
+// Position t of an optional [T, ...] gradient.
+std::optional<Tensor> at_step(const std::optional<Tensor>& grads, int64_t t) {
+  return grads.has_value() ? std::optional<Tensor>((*grads)[t]) : std::nullopt;
+}
+
 // The decoder loops' sizes: positions T, sentences B, state h, source positions S, attention A, annotation D.
 struct Sizes {
   int64_t steps, batch, hid, src_len, att, dim;
@@ -196,7 +201,7 @@ std::vector<Tensor> bahdanau_backward(const Tensor& grad_states, const Tensor& g
     // c_t feeds g_t and the loss
     Tensor grad_context = grad_context_total[t];
     at::addmm_out(grad_context, grad_contexts[t], grad_gates[t], w_context);
-    attend_backward(grad_context, grad_weights.has_value() ? std::optional<Tensor>((*grad_weights)[t]) : std::nullopt,
+    attend_backward(grad_context, at_step(grad_weights, t),
                     values, weights[t], energies[t], v2, grad_scores[t], grad_keys,
                     grad_products[t].narrow(1, 3 * hid, att));
     grad_state = grad_prev.addmm_(grad_products[t], w_prev);
@@ -273,7 +278,7 @@ std::vector<Tensor> luong_backward(const Tensor& grad_outputs, const std::option
     if (masks.has_value()) grad_u.mul_((*masks)[t]);
     grad_state.add_(grad_u.narrow(1, 0, hid));
     grad_contexts[t].copy_(grad_u.narrow(1, hid, dim));
-    attend_backward(grad_contexts[t], grad_weights.has_value() ? std::optional<Tensor>((*grad_weights)[t]) : std::nullopt,
+    attend_backward(grad_contexts[t], at_step(grad_weights, t),
                     values, weights[t], energies[t], v2, grad_scores[t], grad_keys, grad_query[t]);
     grad_state.addmm_(grad_query[t], wq2);
     Tensor grad_prev =
