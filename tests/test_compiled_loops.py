@@ -97,10 +97,14 @@ def test_gradcheck_of_the_compiled_functions(decoder_step: DecoderStep) -> None:
     assert torch.autograd.gradcheck(function.apply, (*shared, *own))
 
 
+@pytest.mark.parametrize("key_scale", [1.0, 100.0], ids=["keys", "saturating-keys"])
 @pytest.mark.parametrize("decoder_step", STEPS)
-def test_a_real_sized_batch_in_float32_keeps_loss_and_gradients(decoder_step: DecoderStep) -> None:
+def test_a_real_sized_batch_in_float32_keeps_loss_and_gradients(
+    decoder_step: DecoderStep, key_scale: float
+) -> None:
     """The default model's sizes on a training-sized batch: the loss equal to 1e-5, the gradients to float
-    rounding."""
+    rounding; also with keys 100 times larger, so that the score's sigmoid saturates far past the clamp of the
+    compiled kernels' float exp (|x| > 87)."""
     torch.manual_seed(5)
     cfg = ModelConfig(dropout=0.0, decoder_step=decoder_step)
     annotation = 2 * (cfg.hidden_size // 2)
@@ -112,7 +116,11 @@ def test_a_real_sized_batch_in_float32_keeps_loss_and_gradients(decoder_step: De
     with torch.no_grad():
         states = torch.randn(batch, src_len, annotation) * mask.unsqueeze(-1)
         enc = EncoderOutput(
-            states, mask, reference.attention.project_keys(states), torch.randn(1, batch, annotation), None
+            states,
+            mask,
+            reference.attention.project_keys(states) * key_scale,
+            torch.randn(1, batch, annotation),
+            None,
         )
     tgt = torch.randint(4, 300, (batch, tgt_len))
     results = []
@@ -125,6 +133,8 @@ def test_a_real_sized_batch_in_float32_keeps_loss_and_gradients(decoder_step: De
             (loss.item(), {n: p.grad.clone() for n, p in decoder.named_parameters() if p.grad is not None})
         )
     (want_loss, want_grads), (got_loss, got_grads) = results
+    if key_scale > 1:  # the keys do saturate it
+        assert (enc.keys.abs() > 87).float().mean() > 0.1
     assert got_loss == pytest.approx(want_loss, rel=1e-5)
     for name, grad in want_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -21,6 +21,10 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -30,64 +34,177 @@ using at::Tensor;
 namespace {
 
 // ----------------------------------------------------------------------------------------- attention
-// One position's attention, written into energy [B, S, A], weight [B, S] and context [B, D].
-// query_product: 2 W_q s, [B, A] (a view of a wider product is fine).
-void attend(const Tensor& query_product, const Tensor& keys, const Tensor& values, const Tensor& padding,
-            const Tensor& v2, Tensor energy, Tensor weight, Tensor context) {
-  const int64_t batch = keys.size(0), src_len = keys.size(1), att = keys.size(2), dim = values.size(2);
-  at::add_out(energy, query_product.unsqueeze(1), keys).sigmoid_();
-  Tensor scores = at::mv(energy.view({batch * src_len, att}), v2).view({batch, src_len});
-  scores.masked_fill_(padding, -std::numeric_limits<double>::infinity());
-  at::_softmax_out(weight, scores, 1, false);
-  Tensor context_rows = context.view({batch, 1, dim});
-  at::bmm_out(context_rows, weight.view({batch, 1, src_len}), values);
+// One position's attention runs as one pass per sentence over its [S, A] keys: the energies, their dot with v, the
+// softmax and the context (at::add + sigmoid_ + mv + softmax + bmm otherwise: five passes, the broadcast add and
+// the batched [1, S] x [S, D] products far slower than their arithmetic at these sizes). Sentences are split
+// between threads.
+
+// exp(x) for float in a form compilers vectorize (no calls, no branches): x = n ln 2 + r with |r| <= ln 2 / 2,
+// e^r by its degree-6 Taylor-like minimax polynomial (the Cephes coefficients, relative error under 2e-7), and 2^n
+// written into the exponent bits. x is clamped to [-87, 87], where e^x and the sigmoid 1 / (1 + e^x) stay normal
+// floats (subnormal ones are many times slower to compute with).
+inline float vector_exp(float x) {
+  x = x < -87.0f ? -87.0f : x;  // comparisons, not std::fmin / fmax, vectorize; a NaN stays NaN
+  x = x > 87.0f ? 87.0f : x;
+  constexpr float round_shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
+  const float shifted = x * 1.44269504088896341f + round_shift;
+  const float n = shifted - round_shift;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln 2 in two parts, for exactness
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof bits);
+  const int32_t scale_bits = (bits - 0x4B400000 + 127) << 23;  // the integer n sits in shifted's low bits
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
+}
+inline double vector_exp(double x) { return std::exp(x); }  // float64 is the tests' reference precision
+
+// sigmoid(x) with vector_exp.
+template <typename scalar_t>
+inline scalar_t vector_sigmoid(scalar_t x) {
+  return 1 / (1 + vector_exp(-x));
 }
 
-// Through e = E v2 and E = sigmoid(q + K) in one pass over [B, S, A], given de [B, S]:
-//     d(q + K)[b, j, :] = de[b, j] v2 * E (1 - E),  added to dK[b, j, :] and summed over j into dq[b, :]
-// (four tensor operations with three [B, S, A] temporaries otherwise). Padded positions have de = 0 and are skipped.
+// E = sigmoid(q + K[j, :]) into energy [A] for one source position; returns e_j = v2 . E. (Two loops: the
+// compiler vectorizes the sigmoid only where its results are stored, not fused into the sum.)
 template <typename scalar_t>
-void score_backward_kernel(const Tensor& grad_scores, const Tensor& energy, const Tensor& v2, Tensor& grad_keys,
-                           Tensor& grad_query) {
-  const int64_t batch = energy.size(0), src_len = energy.size(1), att = energy.size(2);
-  const int64_t query_stride = grad_query.stride(0);
-  const scalar_t* de = grad_scores.data_ptr<scalar_t>();
-  const scalar_t* energies = energy.data_ptr<scalar_t>();
+scalar_t energy(const scalar_t* __restrict__ query, const scalar_t* __restrict__ key,
+                const scalar_t* __restrict__ v2, scalar_t* __restrict__ energy, int64_t att) {
+  for (int64_t a = 0; a < att; ++a) energy[a] = vector_sigmoid(query[a] + key[a]);
+  scalar_t score = 0;
+#pragma omp simd reduction(+ : score)
+  for (int64_t a = 0; a < att; ++a) score += v2[a] * energy[a];
+  return score;
+}
+
+// One position's attention, written into weight [B, S] and context [B, D] (a view of a wider buffer is fine).
+// query: 2 W_q s [B, A]. The energies sigmoid(q + K) are not kept: the backward recomputes them, cheaper than
+// writing and reading back a [T, B, S, A] buffer (112 MB at the peers' batch, most of its cost in page faults).
+template <typename scalar_t>
+void attend_kernel(const Tensor& query, const Tensor& keys, const Tensor& values, const Tensor& padding,
+                   const Tensor& v2, Tensor& weight, Tensor& context) {
+  const int64_t src_len = keys.size(1), att = keys.size(2), dim = values.size(2);
+  const int64_t query_stride = query.stride(0), context_stride = context.stride(0);
+  const scalar_t* queries = query.data_ptr<scalar_t>();
+  const scalar_t* key_rows = keys.data_ptr<scalar_t>();
+  const scalar_t* value_rows = values.data_ptr<scalar_t>();
   const scalar_t* v = v2.data_ptr<scalar_t>();
+  const bool* padded = padding.data_ptr<bool>();
+  scalar_t* weights = weight.data_ptr<scalar_t>();
+  scalar_t* contexts = context.data_ptr<scalar_t>();
+  at::parallel_for(0, keys.size(0), 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> energy_buffer(att);
+    for (int64_t b = begin; b < end; ++b) {
+      scalar_t* __restrict__ w = weights + b * src_len;
+      scalar_t top = -std::numeric_limits<scalar_t>::infinity();
+      for (int64_t j = 0; j < src_len; ++j) {
+        if (padded[b * src_len + j]) continue;
+        w[j] = energy(queries + b * query_stride, key_rows + (b * src_len + j) * att, v, energy_buffer.data(), att);
+        top = std::max(top, w[j]);
+      }
+      scalar_t total = 0;
+      for (int64_t j = 0; j < src_len; ++j) {
+        w[j] = padded[b * src_len + j] ? scalar_t(0) : vector_exp(w[j] - top);
+        total += w[j];
+      }
+      scalar_t* __restrict__ c = contexts + b * context_stride;
+      std::fill(c, c + dim, scalar_t(0));
+      for (int64_t j = 0; j < src_len; ++j) {
+        w[j] /= total;
+        const scalar_t* __restrict__ h = value_rows + (b * src_len + j) * dim;
+        for (int64_t d = 0; d < dim; ++d) c[d] += w[j] * h[d];
+      }
+    }
+  });
+}
+
+void attend(const Tensor& query, const Tensor& keys, const Tensor& values, const Tensor& padding, const Tensor& v2,
+            Tensor weight, Tensor context) {
+  AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "attend", [&] {
+    attend_kernel<scalar_t>(query, keys, values, padding, v2, weight, context);
+  });
+}
+
+// The backward of `attend` for one position, per sentence in one pass, given dc [B, D] and, when defined, the
+// loss's own da_in [B, S]; with E[j, :] = sigmoid(q + K[j, :]) recomputed:
+//     da_j = H[j, :] . dc + da_in_j;  de_j = a_j (da_j - sum_k a_k da_k)  (softmax; zero on padding, where a_j = 0)
+//     d(q + K)[j, :] = de_j v2 * E[j, :] (1 - E[j, :]),  added to dK[j, :] and summed over j into dq
+//     dv2 += de_j E[j, :]
+// Writes dq = dL/d(2 W_q s) into grad_query [B, A] (a view is fine); adds to dK [B, S, A] and to each sentence's
+// row of dv2 [B, A] (summed over sentences after the loop: a thread owns a sentence, so no two threads add to one
+// row). Uses scratch [B, S].
+template <typename scalar_t>
+void attend_backward_kernel(const Tensor& grad_context, const scalar_t* grad_weight_in, const Tensor& query,
+                            const Tensor& keys, const Tensor& values, const Tensor& weight, const Tensor& v2,
+                            Tensor& scratch, Tensor& grad_keys, Tensor& grad_query, Tensor& grad_v2_rows) {
+  const int64_t src_len = keys.size(1), att = keys.size(2), dim = values.size(2);
+  const int64_t query_stride = query.stride(0), grad_query_stride = grad_query.stride(0);
+  const int64_t context_stride = grad_context.stride(0);
+  const scalar_t* dc_rows = grad_context.data_ptr<scalar_t>();
+  const scalar_t* queries = query.data_ptr<scalar_t>();
+  const scalar_t* key_rows = keys.data_ptr<scalar_t>();
+  const scalar_t* value_rows = values.data_ptr<scalar_t>();
+  const scalar_t* weights = weight.data_ptr<scalar_t>();
+  const scalar_t* v = v2.data_ptr<scalar_t>();
+  scalar_t* de_rows = scratch.data_ptr<scalar_t>();
   scalar_t* dk = grad_keys.data_ptr<scalar_t>();
   scalar_t* dq = grad_query.data_ptr<scalar_t>();
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+  scalar_t* dv = grad_v2_rows.data_ptr<scalar_t>();
+  at::parallel_for(0, keys.size(0), 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> energy_buffer(att);
+    scalar_t* __restrict__ e = energy_buffer.data();
     for (int64_t b = begin; b < end; ++b) {
-      scalar_t* __restrict__ dq_row = dq + b * query_stride;
-      for (int64_t a = 0; a < att; ++a) dq_row[a] = 0;
+      const scalar_t* __restrict__ a = weights + b * src_len;
+      const scalar_t* __restrict__ dc = dc_rows + b * context_stride;
+      scalar_t* __restrict__ de = de_rows + b * src_len;
+      scalar_t weighted_total = 0;
       for (int64_t j = 0; j < src_len; ++j) {
-        const scalar_t d = de[b * src_len + j];
-        if (d == 0) continue;
-        const scalar_t* __restrict__ e = energies + (b * src_len + j) * att;
+        scalar_t da = grad_weight_in == nullptr ? scalar_t(0) : grad_weight_in[b * src_len + j];
+        if (a[j] != 0) {
+          const scalar_t* __restrict__ h = value_rows + (b * src_len + j) * dim;
+          scalar_t dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t d = 0; d < dim; ++d) dot += h[d] * dc[d];
+          da += dot;
+        }
+        de[j] = da;
+        weighted_total += a[j] * da;
+      }
+      const scalar_t* __restrict__ q = queries + b * query_stride;
+      scalar_t* __restrict__ dq_row = dq + b * grad_query_stride;
+      scalar_t* __restrict__ dv_row = dv + b * att;
+      std::fill(dq_row, dq_row + att, scalar_t(0));
+      for (int64_t j = 0; j < src_len; ++j) {
+        const scalar_t de_j = a[j] * (de[j] - weighted_total);
+        if (de_j == 0) continue;
+        const scalar_t* __restrict__ key = key_rows + (b * src_len + j) * att;
         scalar_t* __restrict__ dk_row = dk + (b * src_len + j) * att;
-        for (int64_t a = 0; a < att; ++a) {
-          const scalar_t g = d * v[a] * e[a] * (1 - e[a]);
-          dk_row[a] += g;
-          dq_row[a] += g;
+        for (int64_t k = 0; k < att; ++k) e[k] = vector_sigmoid(q[k] + key[k]);
+        for (int64_t k = 0; k < att; ++k) {
+          const scalar_t g = de_j * v[k] * e[k] * (1 - e[k]);
+          dk_row[k] += g;
+          dq_row[k] += g;
+          dv_row[k] += de_j * e[k];
         }
       }
     }
   });
 }
 
-// The backward of `attend` for one position, given dL/dc [B, D] and, when defined, dL/da [B, S]: writes
-// de into grad_score [B, S] and dL/d(2 W_q s) into grad_query [B, A] (a view is fine), adds to dL/dK.
-void attend_backward(const Tensor& grad_context, const std::optional<Tensor>& grad_weight_in, const Tensor& values,
-                     const Tensor& weight, const Tensor& energy, const Tensor& v2, Tensor grad_score,
-                     Tensor& grad_keys, Tensor grad_query) {
-  const int64_t batch = values.size(0), src_len = values.size(1), dim = values.size(2);
-  Tensor grad_weight = at::bmm(values, grad_context.view({batch, dim, 1})).view({batch, src_len});
-  if (grad_weight_in.has_value()) grad_weight.add_(*grad_weight_in);
-  // softmax: de = a (da - sum_j a_j da_j); zero on padding, where a is zero
-  Tensor weighted = weight * grad_weight;
-  at::addcmul_out(grad_score, weighted, weight, weighted.sum(1, true), -1);
-  AT_DISPATCH_FLOATING_TYPES(energy.scalar_type(), "score_backward_kernel", [&] {
-    score_backward_kernel<scalar_t>(grad_score, energy, v2, grad_keys, grad_query);
+void attend_backward(const Tensor& grad_context, const std::optional<Tensor>& grad_weight_in, const Tensor& query,
+                     const Tensor& keys, const Tensor& values, const Tensor& weight, const Tensor& v2,
+                     Tensor& scratch, Tensor& grad_keys, Tensor grad_query, Tensor& grad_v2_rows) {
+  AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "attend_backward", [&] {
+    const scalar_t* grad_weight_rows = grad_weight_in.has_value() ? grad_weight_in->data_ptr<scalar_t>() : nullptr;
+    attend_backward_kernel<scalar_t>(grad_context, grad_weight_rows, query, keys, values, weight, v2, scratch,
+                                     grad_keys, grad_query, grad_v2_rows);
   });
 }
 
@@ -146,8 +263,8 @@ Tensor previous(const Tensor& first, const Tensor& steps) {
 // --------------------------------------------------------------------------------------- Bahdanau
 // Inputs: G [T, B, 3h], s0 [B, h], K [B, S, A], H [B, S, D], padding [B, S] (true on padding), wq2 = 2 W_q [A, h],
 // v2 = 2 v [A], W_c [3h, D], W_hh [3h, h], b_hh [3h].
-// Returns s [T, B, h], c [T, B, D], a [T, B, S], then what the backward needs: E [T, B, S, A], rz [T, B, 2h],
-// n [T, B, h], k_n [T, B, h].
+// Returns s [T, B, h], c [T, B, D], a [T, B, S], then what the backward needs: the queries 2 W_q s_{t-1}
+// [T, B, A], rz [T, B, 2h], n [T, B, h], k_n [T, B, h].
 std::vector<Tensor> bahdanau_forward(const Tensor& gates_in, const Tensor& s0, const Tensor& keys,
                                      const Tensor& values, const Tensor& padding, const Tensor& wq2,
                                      const Tensor& v2, const Tensor& w_context, const Tensor& w_hh,
@@ -156,7 +273,7 @@ std::vector<Tensor> bahdanau_forward(const Tensor& gates_in, const Tensor& s0, c
   const auto opts = s0.options();
   Tensor states = at::empty({steps, batch, hid}, opts), contexts = at::empty({steps, batch, dim}, opts);
   Tensor weights = at::empty({steps, batch, src_len}, opts);
-  Tensor energies = at::empty({steps, batch, src_len, att}, opts), rz = at::empty({steps, batch, 2 * hid}, opts);
+  Tensor queries = at::empty({steps, batch, att}, opts), rz = at::empty({steps, batch, 2 * hid}, opts);
   Tensor news = at::empty({steps, batch, hid}, opts), hidden_n = at::empty({steps, batch, hid}, opts);
   // s_{t-1} multiplies W_hh and 2 W_q: one product for both, [B, 3h + A]
   const Tensor w_prev_t = at::cat({w_hh, wq2}, 0).t();
@@ -165,12 +282,13 @@ std::vector<Tensor> bahdanau_forward(const Tensor& gates_in, const Tensor& s0, c
   Tensor prev = s0;
   for (int64_t t = 0; t < steps; ++t) {
     const Tensor products = at::addmm(b_prev, prev, w_prev_t);
-    attend(products.narrow(1, 3 * hid, att), keys, values, padding, v2, energies[t], weights[t], contexts[t]);
+    queries[t].copy_(products.narrow(1, 3 * hid, att));
+    attend(queries[t], keys, values, padding, v2, weights[t], contexts[t]);
     const Tensor gates = at::addmm(gates_in[t], contexts[t], w_context_t);
     gru_gates(gates, products.narrow(1, 0, 3 * hid), prev, rz[t], news[t], hidden_n[t], states[t]);
     prev = states[t];
   }
-  return {states, contexts, weights, energies, rz, news, hidden_n};
+  return {states, contexts, weights, queries, rz, news, hidden_n};
 }
 
 // Gradients of the loss with respect to s [T, B, h], c [T, B, D] and, when defined, a [T, B, S] (time-major,
@@ -180,7 +298,7 @@ std::vector<Tensor> bahdanau_backward(const Tensor& grad_states, const Tensor& g
                                       const Tensor& keys, const Tensor& values, const Tensor& wq2,
                                       const Tensor& v2, const Tensor& w_context, const Tensor& w_hh,
                                       const Tensor& states, const Tensor& contexts, const Tensor& weights,
-                                      const Tensor& energies, const Tensor& rz, const Tensor& news,
+                                      const Tensor& queries, const Tensor& rz, const Tensor& news,
                                       const Tensor& hidden_n) {
   const auto [steps, batch, hid, src_len, att, dim] = sizes_of(states.size(0), s0, keys, values);
   const auto opts = s0.options();
@@ -189,8 +307,8 @@ std::vector<Tensor> bahdanau_backward(const Tensor& grad_states, const Tensor& g
   Tensor grad_products = at::empty({steps, batch, 3 * hid + att}, opts);
   const Tensor w_prev = at::cat({w_hh, wq2}, 0);
   Tensor grad_context_total = at::empty({steps, batch, dim}, opts);
-  Tensor grad_scores = at::empty({steps, batch, src_len}, opts);
-  Tensor grad_keys = at::zeros({batch, src_len, att}, opts);
+  Tensor scratch = at::empty({batch, src_len}, opts);
+  Tensor grad_keys = at::zeros({batch, src_len, att}, opts), grad_v2_rows = at::zeros({batch, att}, opts);
   const Tensor prevs = previous(s0, states);
 
   Tensor grad_state = at::zeros({batch, hid}, opts);
@@ -201,9 +319,8 @@ std::vector<Tensor> bahdanau_backward(const Tensor& grad_states, const Tensor& g
     // c_t feeds g_t and the loss
     Tensor grad_context = grad_context_total[t];
     at::addmm_out(grad_context, grad_contexts[t], grad_gates[t], w_context);
-    attend_backward(grad_context, at_step(grad_weights, t),
-                    values, weights[t], energies[t], v2, grad_scores[t], grad_keys,
-                    grad_products[t].narrow(1, 3 * hid, att));
+    attend_backward(grad_context, at_step(grad_weights, t), queries[t], keys, values, weights[t], v2, scratch,
+                    grad_keys, grad_products[t].narrow(1, 3 * hid, att), grad_v2_rows);
     grad_state = grad_prev.addmm_(grad_products[t], w_prev);
   }
 
@@ -213,7 +330,7 @@ std::vector<Tensor> bahdanau_backward(const Tensor& grad_states, const Tensor& g
           grad_keys,
           at::bmm(weights.permute({1, 2, 0}), grad_context_total.transpose(0, 1)),  // sum_t a_t^T dc_t
           grad_w_prev.narrow(0, 3 * hid, att),
-          at::mv(flat(energies).t(), grad_scores.view({-1})),
+          grad_v2_rows.sum(0),
           at::mm(flat(grad_gates).t(), flat(contexts)),
           grad_w_prev.narrow(0, 0, 3 * hid),
           flat(grad_products).narrow(1, 0, 3 * hid).sum(0)};
@@ -224,7 +341,7 @@ std::vector<Tensor> bahdanau_backward(const Tensor& grad_states, const Tensor& g
 // columns), W_hh [3h, h], b_hh [3h], W_o [h, h + D], b_o [h], dropout masks m [T, B, h + D] (scaled; none: no
 // dropout).
 // Returns h~ [T, B, h], a [T, B, S], then what the backward needs: s [T, B, h], u = m [s; c] [T, B, h + D],
-// E [T, B, S, A], rz [T, B, 2h], n [T, B, h], k_n [T, B, h].
+// the queries 2 W_q s_t [T, B, A], rz [T, B, 2h], n [T, B, h], k_n [T, B, h].
 std::vector<Tensor> luong_forward(const Tensor& gates_in, const Tensor& s0, const Tensor& keys, const Tensor& values,
                                   const Tensor& padding, const Tensor& wq2, const Tensor& v2, const Tensor& w_feed,
                                   const Tensor& w_hh, const Tensor& b_hh, const Tensor& w_out, const Tensor& b_out,
@@ -234,22 +351,29 @@ std::vector<Tensor> luong_forward(const Tensor& gates_in, const Tensor& s0, cons
   Tensor outputs = at::empty({steps, batch, hid}, opts), weights = at::empty({steps, batch, src_len}, opts);
   Tensor states = at::empty({steps, batch, hid}, opts);
   Tensor inputs_out = at::empty({steps, batch, hid + dim}, opts);  // u_t = m_t [s_t; c_t]
-  Tensor energies = at::empty({steps, batch, src_len, att}, opts), rz = at::empty({steps, batch, 2 * hid}, opts);
+  Tensor queries = at::empty({steps, batch, att}, opts), rz = at::empty({steps, batch, 2 * hid}, opts);
   Tensor news = at::empty({steps, batch, hid}, opts), hidden_n = at::empty({steps, batch, hid}, opts);
-  const Tensor w_feed_t = w_feed.t(), w_hh_t = w_hh.t(), wq2_t = wq2.t(), w_out_t = w_out.t();
+  const Tensor w_feed_t = w_feed.t(), w_out_t = w_out.t();
+  // s_t multiplies 2 W_q now and W_hh at t + 1: one product for both, [B, 3h + A]
+  const Tensor w_state_t = at::cat({w_hh, wq2}, 0).t();
+  const Tensor b_state = at::cat({b_hh, at::zeros({att}, opts)}, 0);
+  Tensor hgates = at::addmm(b_hh, s0, w_hh.t());
   Tensor prev = s0;
   for (int64_t t = 0; t < steps; ++t) {
     const Tensor gates = t == 0 ? gates_in[0] : at::addmm(gates_in[t], outputs[t - 1], w_feed_t);
-    gru_gates(gates, at::addmm(b_hh, prev, w_hh_t), prev, rz[t], news[t], hidden_n[t], states[t]);
+    gru_gates(gates, hgates, prev, rz[t], news[t], hidden_n[t], states[t]);
     prev = states[t];
+    const Tensor products = at::addmm(b_state, prev, w_state_t);
+    hgates = products.narrow(1, 0, 3 * hid);
+    queries[t].copy_(products.narrow(1, 3 * hid, att));
     Tensor u = inputs_out[t];
-    attend(at::mm(prev, wq2_t), keys, values, padding, v2, energies[t], weights[t], u.narrow(1, hid, dim));
+    attend(queries[t], keys, values, padding, v2, weights[t], u.narrow(1, hid, dim));
     u.narrow(1, 0, hid).copy_(prev);
     if (masks.has_value()) u.mul_((*masks)[t]);
     Tensor output = outputs[t];
     at::addmm_out(output, b_out, u, w_out_t).tanh_();
   }
-  return {outputs, weights, states, inputs_out, energies, rz, news, hidden_n};
+  return {outputs, weights, states, inputs_out, queries, rz, news, hidden_n};
 }
 
 // Gradients of the loss with respect to h~ [T, B, h] and, when defined, a [T, B, S]; the forward's inputs and
@@ -258,45 +382,48 @@ std::vector<Tensor> luong_backward(const Tensor& grad_outputs, const std::option
                                    const Tensor& s0, const Tensor& keys, const Tensor& values, const Tensor& wq2,
                                    const Tensor& v2, const Tensor& w_feed, const Tensor& w_hh, const Tensor& w_out,
                                    const std::optional<Tensor>& masks, const Tensor& outputs, const Tensor& weights,
-                                   const Tensor& states, const Tensor& inputs_out, const Tensor& energies,
+                                   const Tensor& states, const Tensor& inputs_out, const Tensor& queries,
                                    const Tensor& rz, const Tensor& news, const Tensor& hidden_n) {
   const auto [steps, batch, hid, src_len, att, dim] = sizes_of(states.size(0), s0, keys, values);
   const auto opts = s0.options();
-  Tensor grad_gates = at::empty({steps, batch, 3 * hid}, opts), grad_hgates = at::empty({steps, batch, 3 * hid}, opts);
+  Tensor grad_gates = at::empty({steps, batch, 3 * hid}, opts);
+  // What reaches s_t through its two products, side by side as in the forward: dL/dk_{t+1} (zero at the last
+  // position) and dL/d(2 W_q s_t); dL/dk_0 (through s_0) apart.
+  Tensor grad_products = at::empty({steps, batch, 3 * hid + att}, opts), grad_hgates_first = at::empty({batch, 3 * hid}, opts);
+  grad_products[steps - 1].narrow(1, 0, 3 * hid).zero_();
+  const Tensor w_state = at::cat({w_hh, wq2}, 0);
   Tensor grad_pre = at::empty({steps, batch, hid}, opts);  // dL/d(W_o u_t + b_o)
-  Tensor grad_query = at::empty({steps, batch, att}, opts);
   Tensor grad_contexts = at::empty({steps, batch, dim}, opts);
-  Tensor grad_scores = at::empty({steps, batch, src_len}, opts);
-  Tensor grad_keys = at::zeros({batch, src_len, att}, opts);
+  Tensor scratch = at::empty({batch, src_len}, opts);
+  Tensor grad_keys = at::zeros({batch, src_len, att}, opts), grad_v2_rows = at::zeros({batch, att}, opts);
   const Tensor prevs = previous(s0, states);
 
-  Tensor grad_state = at::zeros({batch, hid}, opts), grad_feed = at::zeros({batch, hid}, opts);
+  Tensor grad_carried = at::zeros({batch, hid}, opts), grad_feed = at::zeros({batch, hid}, opts);
   for (int64_t t = steps - 1; t >= 0; --t) {
     Tensor pre = grad_pre[t];
     at::tanh_backward_out(pre, grad_outputs[t] + grad_feed, outputs[t]);
     Tensor grad_u = at::mm(pre, w_out);
     if (masks.has_value()) grad_u.mul_((*masks)[t]);
-    grad_state.add_(grad_u.narrow(1, 0, hid));
     grad_contexts[t].copy_(grad_u.narrow(1, hid, dim));
-    attend_backward(grad_contexts[t], at_step(grad_weights, t),
-                    values, weights[t], energies[t], v2, grad_scores[t], grad_keys, grad_query[t]);
-    grad_state.addmm_(grad_query[t], wq2);
-    Tensor grad_prev =
-        gru_gates_backward(grad_state, prevs[t], rz[t], news[t], hidden_n[t], grad_gates[t], grad_hgates[t]);
-    grad_state = grad_prev.addmm_(grad_hgates[t], w_hh);
+    attend_backward(grad_contexts[t], at_step(grad_weights, t), queries[t], keys, values, weights[t], v2, scratch,
+                    grad_keys, grad_products[t].narrow(1, 3 * hid, att), grad_v2_rows);
+    Tensor grad_state = grad_carried.add_(grad_u.narrow(1, 0, hid)).addmm_(grad_products[t], w_state);
+    Tensor grad_hgates = t > 0 ? grad_products[t - 1].narrow(1, 0, 3 * hid) : grad_hgates_first;
+    grad_carried = gru_gates_backward(grad_state, prevs[t], rz[t], news[t], hidden_n[t], grad_gates[t], grad_hgates);
     if (t > 0) grad_feed = at::mm(grad_gates[t], w_feed);
   }
 
   const Tensor later_gates = flat(grad_gates.narrow(0, 1, steps - 1));  // h~_{t-1} feeds position t >= 1
+  const Tensor grad_w_state = at::mm(flat(grad_products).t(), flat(states));
   return {grad_gates,
-          grad_state,
+          grad_carried.addmm_(grad_hgates_first, w_hh),
           grad_keys,
           at::bmm(weights.permute({1, 2, 0}), grad_contexts.transpose(0, 1)),
-          at::mm(flat(grad_query).t(), flat(states)),
-          at::mv(flat(energies).t(), grad_scores.view({-1})),
+          grad_w_state.narrow(0, 3 * hid, att),
+          grad_v2_rows.sum(0),
           at::mm(later_gates.t(), flat(outputs.narrow(0, 0, steps - 1))),
-          at::mm(flat(grad_hgates).t(), flat(prevs)),
-          flat(grad_hgates).sum(0),
+          grad_w_state.narrow(0, 0, 3 * hid).addmm(grad_hgates_first.t(), s0),
+          flat(grad_products).narrow(1, 0, 3 * hid).sum(0).add_(grad_hgates_first.sum(0)),
           at::mm(flat(grad_pre).t(), flat(inputs_out)),
           flat(grad_pre).sum(0)};
 }
