@@ -423,6 +423,9 @@ class TrainConfig(Checked):
     # the encoder's and decoder's loops over time in C++ on the CPU where the model allows (nmt.model.compiled_loops:
     # built on first use; torch's and the Python loops where it cannot be); false: always those
     compiled_loops: bool = True
+    # the loss in C++ on the CPU (nmt.train.loss: built on first use; the Python loss where it cannot be); false:
+    # always the Python loss
+    compiled_loss: bool = True
     progress: bool = True
     tensorboard: bool = True
     ddp_timeout_minutes: float = (

@@ -5,7 +5,7 @@ A model directory is what training leaves in ``run_dir`` (``config.yaml``, the s
 top-level mapping::
 
     format:
-      version: 5
+      version: 6
       written_by: nmt 0.1.0
 
 Formats:
@@ -23,6 +23,8 @@ Formats:
 5. ``train.compiled_loops`` (the loops over time in C++). Format 4 directories trained on the Python loops, whose
    numbers the compiled ones match to rounding only (and, for the Luong step, with other dropout masks): they
    read as ``compiled_loops=false``, so that resuming one continues the run it was exactly.
+6. ``train.compiled_loss`` (the loss in C++). Format 5 directories trained on the Python loss, which the compiled
+   one matches to rounding: they read as ``compiled_loss=false``, for the same reason.
 
 Reading an older format upgrades it in memory (one line on stderr says what changed); the files are left alone.
 A format newer than :data:`MODEL_DIR_FORMAT` fails with the versions on both sides. A change to ``Config`` that
@@ -46,7 +48,7 @@ from nmt.errors import NmtError
 
 CONFIG_FILE = "config.yaml"
 FORMAT_KEY = "format"
-MODEL_DIR_FORMAT = 5
+MODEL_DIR_FORMAT = 6
 HUB_SCHEME = "hf://"  # a model_dir naming a hub repository (nmt.hub), not a local path
 
 
@@ -104,22 +106,28 @@ def _upgrade_format_2(raw: dict[str, Any]) -> list[str]:
     return changes
 
 
+def _set_missing_train_key(raw: dict[str, Any], key: str, value: float | bool) -> list[str]:
+    """``train.<key> = value`` where the directory lacks the key (the override's text, for the stderr line)."""
+    train = raw.setdefault("train", {})
+    if key in train:
+        return []
+    train[key] = value
+    return [f"train.{key}={str(value).lower()}"]
+
+
 def _upgrade_format_3(raw: dict[str, Any]) -> list[str]:
     """Format 3 trained on the one best segmentation."""
-    train = raw.setdefault("train", {})
-    if "subword_alpha" in train:
-        return []
-    train["subword_alpha"] = 0.0
-    return ["train.subword_alpha=0.0"]
+    return _set_missing_train_key(raw, "subword_alpha", 0.0)
 
 
 def _upgrade_format_4(raw: dict[str, Any]) -> list[str]:
     """Format 4 trained on the Python loops."""
-    train = raw.setdefault("train", {})
-    if "compiled_loops" in train:
-        return []
-    train["compiled_loops"] = False
-    return ["train.compiled_loops=false"]
+    return _set_missing_train_key(raw, "compiled_loops", False)
+
+
+def _upgrade_format_5(raw: dict[str, Any]) -> list[str]:
+    """Format 5 trained on the Python loss."""
+    return _set_missing_train_key(raw, "compiled_loss", False)
 
 
 # UPGRADES[n] turns a format n config (a plain dict, edited in place) into format n + 1; returns what it set.
@@ -128,6 +136,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], list[str]]] = {
     2: _upgrade_format_2,
     3: _upgrade_format_3,
     4: _upgrade_format_4,
+    5: _upgrade_format_5,
 }
 
 

@@ -1,9 +1,7 @@
 """The compiled loops over time (decoder, both step orders; encoder) against the Python and torch loops."""
 
 import copy
-import os
 import shutil
-import time
 
 import pytest
 import torch
@@ -181,17 +179,19 @@ def test_other_float_types_run_the_python_loop() -> None:
 
 
 def test_training_updates_equal_those_of_the_python_loops(tmp_path) -> None:
-    """Three trainer updates on the digit corpus with the compiled loops (the default) and without them."""
+    """Three trainer updates on the digit corpus with the compiled loops and loss (the default) and without
+    them."""
     trainers = []
     for name, compiled in (("compiled", True), ("python", False)):
         cfg = digit_config(tmp_path / name)
         cfg.model.dropout = 0.0  # both runs must see identical computations
-        cfg.train.compiled_loops = compiled
+        cfg.train.compiled_loops = cfg.train.compiled_loss = compiled
         cfg.train.max_minutes, cfg.train.max_steps = 0, 50  # a schedule by steps, not by each run's clock
         trainers.append(Trainer(cfg))
     fast, slow = trainers
     assert fast.loops == "encoder loop compiled, decoder loop compiled"
     assert slow.loops == "encoder loop torch's, decoder loop the Python loop"
+    assert fast.compiled_loss and not slow.compiled_loss
     for _, indices in zip(range(3), iter(fast.sampler)):
         (fast_loss, _, _), (slow_loss, _, _) = (
             trainer._update([trainer._batch(indices)]) for trainer in trainers
@@ -254,42 +254,3 @@ def test_an_lstm_encoder_keeps_torchs_loop() -> None:
     encoder = Encoder(RnnType.lstm, 20, 6, 5)
     assert encoder.compile_loop() == "torch's (the compiled loop covers a GRU encoder)"
     assert encoder._directions == encoder._directions_of_torch_gru
-
-
-# ------------------------------------------------------------------------------------------------- the build
-def test_a_stale_lock_is_removed_and_a_failed_build_falls_back(tmp_path, monkeypatch, caplog) -> None:
-    """A lock left by a killed build would make ``load`` wait forever: an old one is removed first. A build
-    that fails gives None and a warning, never an exception."""
-    import torch.utils.cpp_extension
-
-    from nmt.model import compiled_loops
-
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    directory = compiled_loops.build_directory()
-    assert directory.parent == tmp_path and torch.__version__ in directory.name
-    directory.mkdir()
-    lock = directory / "lock"
-    lock.touch()
-    old = time.time() - compiled_loops.STALE_LOCK_SECONDS - 1
-    os.utime(lock, (old, old))
-    calls = []
-
-    def fake_load(**kwargs):
-        calls.append(kwargs)
-        return "built"
-
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", fake_load)
-    assert compiled_loops.loops_extension.__wrapped__() == "built"
-    assert not lock.exists() and calls[0]["build_directory"] == str(directory)
-
-    lock.touch()  # a fresh lock: another process is building, so load waits on it
-    compiled_loops.loops_extension.__wrapped__()
-    assert lock.exists()
-
-    def failing_load(**kwargs):
-        raise RuntimeError("no compiler")
-
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", failing_load)
-    with caplog.at_level("WARNING"):
-        assert compiled_loops.loops_extension.__wrapped__() is None
-    assert "no compiler" in caplog.text and "Python loops" in caplog.text

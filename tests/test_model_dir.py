@@ -108,14 +108,15 @@ def test_the_fixture_is_format_2_and_small():
 
 FORMAT_2_UPGRADE = (
     "train.ema_decay=0.0, train.decay_start=0.0, data.bible.extra_src_versions=[], "
-    "data.bible.extra_tgt_versions=[], train.subword_alpha=0.0, train.compiled_loops=false"
+    "data.bible.extra_tgt_versions=[], train.subword_alpha=0.0, train.compiled_loops=false, "
+    "train.compiled_loss=false"
 )
 
 
 def test_the_fixture_translates_exactly_as_when_it_was_made(capsys):
     assert_translates_as_pinned(FIXTURE)
     assert capsys.readouterr().err == (
-        f"{FIXTURE / 'config.yaml'}: model directory format 2, read as format 5 ({FORMAT_2_UPGRADE})\n"
+        f"{FIXTURE / 'config.yaml'}: model directory format 2, read as format 6 ({FORMAT_2_UPGRADE})\n"
     )
 
 
@@ -136,7 +137,7 @@ def test_format_1_from_before_enc_hidden_size_is_upgraded_in_memory(tmp_path, ca
     cfg = read_model_config(copy)
     assert (cfg.model.enc_hidden_size, cfg.model.hidden_size, cfg.tokenizer.trim_vocab) == (16, 16, False)
     assert capsys.readouterr().err == (
-        f"{copy / 'config.yaml'}: model directory format 1, read as format 5 "
+        f"{copy / 'config.yaml'}: model directory format 1, read as format 6 "
         f"(model.enc_hidden_size=16 (= model.hidden_size), tokenizer.trim_vocab=false, {FORMAT_2_UPGRADE})\n"
     )
     assert_translates_as_pinned(copy)  # the same model: hidden_size units per encoder direction
@@ -157,8 +158,8 @@ def test_format_1_with_every_key_is_read_unchanged(tmp_path, capsys):
     copy = format_1_copy(tmp_path, drop=())
     assert read_model_config(copy) == read_model_config(FIXTURE)
     assert capsys.readouterr().err == (
-        f"{copy / 'config.yaml'}: model directory format 1, read as format 5 ({FORMAT_2_UPGRADE})\n"
-        f"{FIXTURE / 'config.yaml'}: model directory format 2, read as format 5 ({FORMAT_2_UPGRADE})\n"
+        f"{copy / 'config.yaml'}: model directory format 1, read as format 6 ({FORMAT_2_UPGRADE})\n"
+        f"{FIXTURE / 'config.yaml'}: model directory format 2, read as format 6 ({FORMAT_2_UPGRADE})\n"
     )
 
 
@@ -166,11 +167,11 @@ def test_a_newer_format_fails_naming_both_versions_and_the_writer(tmp_path):
     newer = tmp_path / "newer"
     shutil.copytree(FIXTURE, newer)
     text = (newer / "config.yaml").read_text(encoding="utf-8")
-    text = text.replace("  version: 2\n  written_by: nmt 0.1.0\n", "  version: 6\n  written_by: nmt 9.1.0\n")
+    text = text.replace("  version: 2\n  written_by: nmt 0.1.0\n", "  version: 7\n  written_by: nmt 9.1.0\n")
     (newer / "config.yaml").write_text(text, encoding="utf-8")
     expected = (
-        f"{newer / 'config.yaml'}: model directory format 6 (written by nmt 9.1.0), but nmt "
-        f"{package_version()} reads formats up to 5: upgrade nmt (pip install --upgrade nmt) to load it"
+        f"{newer / 'config.yaml'}: model directory format 7 (written by nmt 9.1.0), but nmt "
+        f"{package_version()} reads formats up to 6: upgrade nmt (pip install --upgrade nmt) to load it"
     )
     with pytest.raises(NmtError) as error:
         Translator.from_dir(newer, device="cpu")

@@ -1,4 +1,4 @@
-"""The training loops over time compiled, forward and backward (``csrc/rnn_loops.cpp``).
+"""The training loops over time compiled, forward and backward (``nmt/csrc/rnn_loops.cpp``).
 
 ``Decoder._bahdanau_teacher_forced`` and ``_luong_teacher_forced`` run their loops in Python: about 20 small
 operations per target position, each recorded by autograd, so at training's batch of ~40 sentences much of the
@@ -9,82 +9,27 @@ forward saves what its backward needs in ``[len, ...]`` buffers, each backward r
 and computes every weight gradient as one product over all positions after the loop (the order cuDNN uses).
 :class:`BahdanauGruLoop`, :class:`LuongGruLoop` and :class:`BiGruLoop` put each pair behind autograd.
 
-The source is compiled on first use with ``torch.utils.cpp_extension.load`` (a C++ compiler and ninja; under a
-minute the first time), into a directory per torch version under torch's extension cache (``TORCH_EXTENSIONS_DIR``
-or ``~/.cache/torch_extensions``). Where it cannot be built :func:`loops_extension` returns None and says why
-once, and the model keeps its Python loops, which stay the reference: the tests check these functions against
-them in float64.
+The source is compiled on first use (``nmt.native``: a C++ compiler and ninja, under a minute the first time,
+cached after). Where it cannot be built :func:`loops_extension` returns None and says why once, and the model
+keeps its Python loops, which stay the reference: the tests check these functions against them in float64.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
-import os
-import time
-from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-log = logging.getLogger(__name__)
-
-SOURCE = Path(__file__).parent / "csrc" / "rnn_loops.cpp"
-# A build holds a lock file in its directory; one left by a killed build would make every later load wait on it
-# forever. A build takes under a minute, so a lock this old is stale.
-STALE_LOCK_SECONDS = 600
-
-
-# The vector instructions the build may use, by the CPU capability torch itself detected (and dispatches its own
-# kernels to): the attention kernels are written for the compiler to vectorize, 8 floats at a time with AVX2, 16
-# with AVX-512 (1.7x faster than AVX2 on the energies, measured on this project's 2-core Xeon).
-VECTOR_FLAGS = {
-    "AVX2": ["-mavx2", "-mfma"],
-    "AVX512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mfma", "-mprefer-vector-width=512"],
-}
-
-
-def cpu_capability() -> str:
-    """torch's CPU capability here: ``DEFAULT``, ``AVX2``, ``AVX512`` (x86), or another name elsewhere."""
-    return torch.backends.cpu.get_cpu_capability()
-
-
-def build_directory() -> Path:
-    """Where the extension is built and cached: one directory per torch version and CPU capability (a cache
-    shared between machines never loads code built for instructions the CPU lacks)."""
-    cache = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(cache) / f"nmt_rnn_loops-torch{torch.__version__}-{cpu_capability()}"
+from nmt.native import load_extension
 
 
 @functools.cache
 def loops_extension() -> ModuleType | None:
-    """The compiled extension, built on first call (rebuilt when the source changes); None where it cannot be
-    built."""
-    try:
-        from torch.utils.cpp_extension import load
-
-        directory = build_directory()
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = directory / "lock"
-        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-            log.warning("removing %s, left by a build that did not finish", lock)
-            lock.unlink(missing_ok=True)
-        return load(
-            name="nmt_rnn_loops",
-            sources=[str(SOURCE)],
-            # -fopenmp: at::parallel_for splits the attention kernels' sentences between torch's threads (the
-            # OpenMP runtime torch loaded, found by its soname) and the `omp simd` reductions vectorize;
-            # -fno-trapping-math: the clamp in vector_exp becomes a vector min / max (traps are off in any case)
-            extra_cflags=["-O3", "-fopenmp", "-fno-trapping-math", *VECTOR_FLAGS.get(cpu_capability(), [])],
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(directory),
-            verbose=False,
-        )
-    except Exception as err:  # no compiler, no ninja, a read-only cache: the Python loops compute the same
-        log.warning("the compiled loops are unavailable (%s); training uses the Python loops", err)
-        return None
+    """The compiled loops (``nmt/csrc/rnn_loops.cpp``), built on first call; None where they cannot be built."""
+    return load_extension("nmt_rnn_loops", "rnn_loops.cpp", "training uses the Python loops")
 
 
 def _extension() -> ModuleType:

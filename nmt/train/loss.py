@@ -21,16 +21,24 @@ the vocabulary log-probabilities below log(2^-126) = -87.3, where exp's result i
 computes subnormals several times slower (2026, Xeon, 2 threads, ``[3000, 5332]``: 147 ms for ``exp`` when a
 quarter of the results are subnormal, 18 ms when none is). The clamp comes after the loss is computed: such a p_v
 becomes about 2^-126 instead of something smaller, and the gradient moves by less than 1.2e-38 per element.
+
+:class:`_CompiledCrossEntropy` computes the same in C++ (``nmt/csrc/cross_entropy.cpp``), one pass per position for
+the forward (keeping only its logsumexp) and one for the backward (the gradient from the logits); its exp clamps
+its argument at -87 in the same way. The trainer uses it on the CPU where it builds (``train.compiled_loss``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from nmt.native import load_extension
 
 
 @dataclass
@@ -74,7 +82,40 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         return grad, None, None, None
 
 
-def sequence_loss(logits: Tensor, target: Tensor, label_smoothing: float, pad_id: int) -> LossSums:
+@functools.cache
+def loss_extension() -> ModuleType | None:
+    """The compiled loss (``nmt/csrc/cross_entropy.cpp``), built on first call; None where it cannot be built."""
+    return load_extension("nmt_cross_entropy", "cross_entropy.cpp", "training uses the Python loss")
+
+
+class _CompiledCrossEntropy(torch.autograd.Function):
+    """:class:`_SmoothedCrossEntropy` compiled (module docstring): the same arguments and results, the logits
+    ``[positions, V]`` contiguous float32 or float64 on the CPU."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, logits: Tensor, target: Tensor, mask: Tensor, smoothing: float
+    ) -> tuple[Tensor, Tensor]:
+        extension = loss_extension()
+        assert extension is not None, "the compiled loss needs its extension: check loss_extension() first"
+        loss, nll, log_totals = extension.cross_entropy_forward(logits, target, mask, smoothing)
+        ctx.save_for_backward(logits, target, mask, log_totals)
+        ctx.smoothing = smoothing
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, grad_nll: Tensor | None) -> tuple[Tensor, None, None, None]:
+        logits, target, mask, log_totals = ctx.saved_tensors
+        grad = loss_extension().cross_entropy_backward(  # type: ignore[union-attr]
+            grad_loss, logits, target, mask, log_totals, ctx.smoothing
+        )
+        return grad, None, None, None
+
+
+def sequence_loss(
+    logits: Tensor, target: Tensor, label_smoothing: float, pad_id: int, compiled: bool = False
+) -> LossSums:
     """Label-smoothed cross-entropy.
 
     Args:
@@ -82,12 +123,15 @@ def sequence_loss(logits: Tensor, target: Tensor, label_smoothing: float, pad_id
         target: ``[batch, tgt_len]`` gold ids; ``pad_id`` positions are ignored.
         label_smoothing: eps in [0, 1).
         pad_id: the padding id.
+        compiled: compute it with the compiled loss (:func:`loss_extension` must be built) where the logits are
+            on the CPU; elsewhere the Python one.
     """
     mask = target.ne(pad_id)
     vocab = logits.size(-1)
     # bf16 logits (autocast) are scored in float32; float64 stays float64 (the gradient check)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    loss, nll = _SmoothedCrossEntropy.apply(
-        logits.reshape(-1, vocab), target.reshape(-1), mask.reshape(-1), label_smoothing
+    function = _CompiledCrossEntropy if compiled and logits.device.type == "cpu" else _SmoothedCrossEntropy
+    loss, nll = function.apply(
+        logits.reshape(-1, vocab).contiguous(), target.reshape(-1), mask.reshape(-1), label_smoothing
     )
     return LossSums(loss=loss.sum(), nll=nll.sum(), n_tokens=mask.sum())

@@ -48,7 +48,7 @@ from nmt.tokenizer import Tokenizer
 from nmt.train import distributed
 from nmt.train.callbacks import TrainerCallbacks
 from nmt.train.ema import WeightAverage
-from nmt.train.loss import sequence_loss
+from nmt.train.loss import loss_extension, sequence_loss
 from nmt.train.monitor import Monitor, SilentMonitor, peak_rss_mib
 from nmt.train.schedules import LrSchedule, budget_progress
 from nmt.train.validate import validate
@@ -157,6 +157,7 @@ class Trainer:
             if tc.compiled_loops and self.device.type == "cpu"
             else "encoder loop torch's, decoder loop the Python loop"
         )
+        self.compiled_loss = tc.compiled_loss and self.device.type == "cpu" and loss_extension() is not None
         # fused: one pass over each parameter per update. Unfused Adam on the CPU runs a dozen ops per tensor
         # (14.9 against 4.4 ms per step for the benchmark's 5M parameters, 2 threads), the same update to rounding.
         self.optimizer = torch.optim.Adam(
@@ -372,7 +373,9 @@ class Trainer:
                     enabled=self.autocast_dtype is not None,
                 ):
                     logits, _ = self.train_model(batch.src, batch.src_lengths, batch.tgt_in)
-                sums = sequence_loss(logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID)
+                sums = sequence_loss(
+                    logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID, compiled=self.compiled_loss
+                )
                 # Normalise by N, the target tokens of the whole update on all ranks, so that accumulation and
                 # data parallelism both equal one large batch. DDP averages gradients over the R ranks, so
                 # rank r backpropagates R * L_r / N (L_r: its loss sum) and the average is sum_r L_r / N.
@@ -443,7 +446,7 @@ class Trainer:
                 if self.device.type == "cpu"
                 else ""
             )
-            + f"; {self.loops}; "
+            + f"; {self.loops}; {'compiled' if self.compiled_loss else 'Python'} loss; "
             f"train {len(self.train_split):,} pairs, {len(self.sampler):,} batches/epoch"
             + (f" per process, {world} processes" if world > 1 else "")
             + f"; effective batch: up to {tc.max_tokens:,} tokens x accumulate {tc.accumulate} x {world} "

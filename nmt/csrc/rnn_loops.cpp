@@ -21,15 +21,17 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "vector_math.h"
+
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <optional>
 #include <vector>
 
 using at::Tensor;
+using nmt::vector_exp;
+using nmt::vector_sigmoid;
 
 namespace {
 
@@ -38,39 +40,6 @@ namespace {
 // softmax and the context (at::add + sigmoid_ + mv + softmax + bmm otherwise: five passes, the broadcast add and
 // the batched [1, S] x [S, D] products far slower than their arithmetic at these sizes). Sentences are split
 // between threads.
-
-// exp(x) for float in a form compilers vectorize (no calls, no branches): x = n ln 2 + r with |r| <= ln 2 / 2,
-// e^r by its degree-6 Taylor-like minimax polynomial (the Cephes coefficients, relative error under 2e-7), and 2^n
-// written into the exponent bits. x is clamped to [-87, 87], where e^x and the sigmoid 1 / (1 + e^x) stay normal
-// floats (subnormal ones are many times slower to compute with).
-inline float vector_exp(float x) {
-  x = x < -87.0f ? -87.0f : x;  // comparisons, not std::fmin / fmax, vectorize; a NaN stays NaN
-  x = x > 87.0f ? 87.0f : x;
-  constexpr float round_shift = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
-  const float shifted = x * 1.44269504088896341f + round_shift;
-  const float n = shifted - round_shift;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln 2 in two parts, for exactness
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &shifted, sizeof bits);
-  const int32_t scale_bits = (bits - 0x4B400000 + 127) << 23;  // the integer n sits in shifted's low bits
-  float scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  return p * scale;
-}
-inline double vector_exp(double x) { return std::exp(x); }  // float64 is the tests' reference precision
-
-// sigmoid(x) with vector_exp.
-template <typename scalar_t>
-inline scalar_t vector_sigmoid(scalar_t x) {
-  return 1 / (1 + vector_exp(-x));
-}
 
 // E = sigmoid(q + K[j, :]) into energy [A] for one source position; returns e_j = v2 . E. (Two loops: the
 // compiler vectorizes the sigmoid only where its results are stored, not fused into the sum.)
@@ -389,7 +358,8 @@ std::vector<Tensor> luong_backward(const Tensor& grad_outputs, const std::option
   Tensor grad_gates = at::empty({steps, batch, 3 * hid}, opts);
   // What reaches s_t through its two products, side by side as in the forward: dL/dk_{t+1} (zero at the last
   // position) and dL/d(2 W_q s_t); dL/dk_0 (through s_0) apart.
-  Tensor grad_products = at::empty({steps, batch, 3 * hid + att}, opts), grad_hgates_first = at::empty({batch, 3 * hid}, opts);
+  Tensor grad_products = at::empty({steps, batch, 3 * hid + att}, opts);
+  Tensor grad_hgates_first = at::empty({batch, 3 * hid}, opts);
   grad_products[steps - 1].narrow(1, 0, 3 * hid).zero_();
   const Tensor w_state = at::cat({w_hh, wq2}, 0);
   Tensor grad_pre = at::empty({steps, batch, hid}, opts);  // dL/d(W_o u_t + b_o)
