@@ -415,7 +415,9 @@ class TrainConfig(Checked):
     validate_every: int = 250  # updates
     checkpoint_every: int = 0  # updates between extra full `last` checkpoints; 0: only at validations
     val_max_sentences: int = 0  # 0: the whole dev split
-    patience: int = 10  # early stopping after this many validations without dev-BLEU gain; 0: off
+    # early stopping after this many validations without dev-BLEU gain (linear, cosine: counted from the decay's
+    # start, LrSchedule.counts_stalls); 0: off
+    patience: int = 10
     log_every: int = 50
     keep_checkpoints: int = 5  # the most recent validated checkpoints kept for averaging
     max_bad_steps: int = 5  # consecutive non-finite losses before the run stops

@@ -126,3 +126,14 @@ def test_decay_start_keeps_the_full_lr_then_decays_over_the_rest_of_the_budget()
     assert [budget_lr(cfg, 10, p) for p in (0.0, 0.5, 0.75, 0.875, 1.0)] == [1.0, 1.0, 1.0, 0.5, 0.0]
     cosine = budget_config("cosine", decay_start=0.5)
     assert budget_lr(cosine, 10, 0.25) == 1.0 and math.isclose(budget_lr(cosine, 10, 0.75), 0.5)
+
+
+def test_stalls_count_towards_early_stopping_only_in_a_budget_schedules_decay():
+    linear = LrSchedule(optimizer(), TrainConfig(schedule="linear", decay_start=0.7))
+    for progress, counts in [(0.0, False), (0.5, False), (0.69, False), (0.7, True), (0.95, True)]:
+        linear.before_update(10, progress)
+        assert linear.counts_stalls() is counts, progress
+    for kind in ("plateau", "inverse_sqrt", "constant"):
+        other = LrSchedule(optimizer(), TrainConfig(schedule=kind))
+        other.before_update(10, 0.1)
+        assert other.counts_stalls(), kind

@@ -366,3 +366,31 @@ def test_each_validation_shows_three_fixed_dev_translations(tmp_path, capsys):
         assert [t.step for t in texts] == [4, 8, 12]
         first_line = texts[0].tensor_proto.string_val[0].decode("utf-8").splitlines()[0]
         assert first_line == f"    source:     {dev_src[line]}"
+
+
+def test_early_stopping_waits_for_the_budget_schedules_decay(tmp_path):
+    """With patience 1, a stall stops the run only once the linear schedule's decay has begun: update s is taken
+    at progress (s - 1) / 20, so validations from step 12 on count; the tiny model stalls before that too."""
+    cfg = tiny_config(
+        tmp_path,
+        schedule="linear",
+        decay_start=0.5,
+        warmup_steps=0,
+        patience=1,
+        validate_every=2,
+        max_steps=20,
+    )
+    train(cfg)
+    state = final_state(cfg.run_dir)
+    best, stalls_before_decay, expected_stop = -1.0, 0, 20
+    for record in state["history"]:
+        if record["bleu"] > best:
+            best = record["bleu"]
+        elif (record["step"] - 1) / 20 < 0.5:
+            stalls_before_decay += 1
+        else:
+            expected_stop = record["step"]
+            break
+    assert stalls_before_decay > 0  # the rule before 2026-12-06 would have stopped there
+    assert state["step"] == expected_stop
+    assert expected_stop == 20 or state["stop_reason"] == "early stopping: no dev BLEU gain in 1 validations"

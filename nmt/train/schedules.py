@@ -78,6 +78,7 @@ class LrSchedule:
         self.cfg = cfg
         self.optimizer = optimizer
         self.scheduler: Any = None
+        self.progress = 0.0  # of the budget, before the latest update
         if self.kind == Schedule.plateau:
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer,
@@ -104,12 +105,20 @@ class LrSchedule:
 
     def before_update(self, step: int, progress: float) -> None:
         """Update ``step`` (1-based) is about to be taken with ``progress`` of the budget spent."""
+        self.progress = progress
         if self.kind in BUDGET_SCHEDULES:
             self._set_lr(budget_lr(self.cfg, step, progress))
 
     def after_update(self) -> None:
         if self.kind == Schedule.inverse_sqrt:
             self.scheduler.step()
+
+    def counts_stalls(self) -> bool:
+        """Whether a validation without a dev-BLEU gain counts towards early stopping now. A budget schedule runs
+        the first ``decay_start`` share of its budget at the full learning rate and gains most of its BLEU in the
+        decay after it, so dev BLEU stalling before the decay is no reason to stop: those validations do not
+        count. Other schedules: always."""
+        return self.kind not in BUDGET_SCHEDULES or self.progress >= self.cfg.decay_start
 
     def after_validation(self, dev_bleu: float) -> None:
         if self.kind == Schedule.plateau:

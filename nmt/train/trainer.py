@@ -565,7 +565,7 @@ class Trainer:
             self.state.best_bleu = record["bleu"]
             self.state.bad_validations = 0
             self.save(BEST, full=False)
-        else:
+        elif self.schedule.counts_stalls():  # not in a budget schedule's full-lr phase
             self.state.bad_validations += 1
         self._keep_step_checkpoint()
         self.monitor.validation(record, self.state.best_bleu, samples)
