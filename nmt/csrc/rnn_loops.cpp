@@ -94,8 +94,20 @@ void attend_kernel(const Tensor& query, const Tensor& keys, const Tensor& values
   });
 }
 
+// The kernels index raw rows: tensors they read whole must be contiguous, and the [B, ...] arguments that may be
+// views of wider buffers must have contiguous rows.
+void check_layout(const char* kernel, std::initializer_list<Tensor> whole, std::initializer_list<Tensor> rows) {
+  for (const Tensor& t : whole) {
+    TORCH_CHECK(t.is_contiguous(), kernel, ": an argument of shape ", t.sizes(), " must be contiguous");
+  }
+  for (const Tensor& t : rows) {
+    TORCH_CHECK(t.stride(-1) == 1, kernel, ": the rows of an argument of shape ", t.sizes(), " must be contiguous");
+  }
+}
+
 void attend(const Tensor& query, const Tensor& keys, const Tensor& values, const Tensor& padding, const Tensor& v2,
             Tensor weight, Tensor context) {
+  check_layout("attend", {keys, values, padding, weight}, {query, context});
   AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "attend", [&] {
     attend_kernel<scalar_t>(query, keys, values, padding, v2, weight, context);
   });
@@ -170,6 +182,8 @@ void attend_backward_kernel(const Tensor& grad_context, const scalar_t* grad_wei
 void attend_backward(const Tensor& grad_context, const std::optional<Tensor>& grad_weight_in, const Tensor& query,
                      const Tensor& keys, const Tensor& values, const Tensor& weight, const Tensor& v2,
                      Tensor& scratch, Tensor& grad_keys, Tensor grad_query, Tensor& grad_v2_rows) {
+  check_layout("attend_backward", {keys, values, weight, scratch, grad_keys, grad_v2_rows},
+               {query, grad_query, grad_context});
   AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "attend_backward", [&] {
     const scalar_t* grad_weight_rows = grad_weight_in.has_value() ? grad_weight_in->data_ptr<scalar_t>() : nullptr;
     attend_backward_kernel<scalar_t>(grad_context, grad_weight_rows, query, keys, values, weight, v2, scratch,
