@@ -90,6 +90,28 @@ def test_scores_fed_in_chunks_are_the_scores_of_the_whole_corpus() -> None:
         CorpusScores(n_refs=1).results()
 
 
+@pytest.mark.parametrize("metrics", [("bleu", "chrf"), ("ter",), ("chrf",)])
+def test_a_chosen_subset_of_metrics_gives_the_same_numbers_and_no_others(metrics: tuple[str, ...]) -> None:
+    full = score_corpus(HYPS, [REF1, REF2])
+    some = score_corpus(HYPS, [REF1, REF2], metrics=metrics)
+    with_bleu = ("bleu_details",) if "bleu" in metrics else ()
+    expected = {"n_sentences", "n_refs", "signatures", "by_refs", *metrics, *with_bleu}
+    assert set(some) == expected
+    assert {key: some[key] for key in (*metrics, *with_bleu)} == {
+        key: full[key] for key in (*metrics, *with_bleu)
+    }
+    assert some["signatures"] == {key: full["signatures"][key] for key in metrics}
+    single = some["by_refs"]["single"]
+    assert set(single) == {"signatures", *metrics, *with_bleu}
+    assert all(single[key] == full["by_refs"]["single"][key] for key in metrics)
+
+
+@pytest.mark.parametrize("metrics", [("bleu", "meteor"), ()])
+def test_an_unknown_or_empty_choice_of_metrics_is_refused(metrics: tuple[str, ...]) -> None:
+    with pytest.raises(NmtError, match=r"metrics=\[.*choose one or more of \['bleu', 'chrf', 'ter'\]"):
+        CorpusScores(n_refs=1, metrics=metrics)
+
+
 def test_table() -> None:
     results = score_corpus(HYPS, [REF1, REF2])
     table = format_table(results).splitlines()

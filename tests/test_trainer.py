@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sacrebleu
 import torch
 from corpus import digit_config, trained_digit_model
 
@@ -39,6 +40,20 @@ def final_weights(run_dir: str) -> dict[str, torch.Tensor]:
 
 def final_state(run_dir: str) -> dict:
     return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["state"]
+
+
+def test_validation_scores_bleu_and_chrf_and_spends_nothing_on_ter(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("validation computed TER, which no validation record keeps")
+
+    monkeypatch.setattr(sacrebleu.metrics.TER, "_extract_corpus_statistics", refuse)
+    cfg = tiny_config(tmp_path, max_steps=4, validate_every=2)
+    train(cfg)
+    history = final_state(cfg.run_dir)["history"]
+    assert [record["step"] for record in history] == [2, 4]
+    for record in history:
+        assert {"bleu", "chrf", "loss"} <= set(record) and "ter" not in record
+        assert 0.0 <= record["bleu"] <= 100.0 and 0.0 <= record["chrf"] <= 100.0
 
 
 def test_training_writes_a_complete_model_directory(tmp_path):

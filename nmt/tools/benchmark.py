@@ -154,7 +154,7 @@ def measure_decoding(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
                 times.append(time.perf_counter() - started)
             seconds = statistics.median(times)
             pieces = sum(len(r.nbest[0].tokens) for r in results if r.nbest)
-            scores = score_corpus([r.text for r in results], refs[:1])
+            scores = score_corpus([r.text for r in results], refs[:1], metrics=("bleu", "chrf"))
             rows.append(
                 {
                     "quantize": str(quantize),
