@@ -5,11 +5,19 @@ time) into a directory per extension, torch version and CPU capability under tor
 (``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``), and loaded from there afterwards (rebuilt when its
 source, its headers or its flags change). Where one cannot be built :func:`load_extension` returns None and says
 why once; its callers keep their Python path, which stays the reference that the tests compare against.
+
+``load`` itself takes about 0.3 s even when nothing is to be built (importing its module, asking ninja), which
+translating one line cannot afford (README: start-up adds at most 1 s to torch's import). So each build leaves a
+stamp, ``built.json``: the digest of what went into it (source, headers, flags), the module's file and that
+file's modification time and size. While the digest matches and the file is the one built, the module is
+imported from it directly, in about a millisecond; otherwise ``load`` decides.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import logging
 import os
 import time
@@ -61,19 +69,52 @@ def compile_flags() -> list[str]:
     ]
 
 
+def build_digest(source: str) -> str:
+    """What a build of ``nmt/csrc/<source>`` depends on besides torch's version and the CPU capability (which
+    name its directory): the source, and the flags, which hold the headers' digest."""
+    return hashlib.sha256((SOURCES / source).read_bytes() + "\0".join(compile_flags()).encode()).hexdigest()
+
+
+def _file_stat(path: str) -> list[int]:
+    """The modification time (ns) and size of ``path``: a rebuilt file differs in them."""
+    status = os.stat(path)
+    return [status.st_mtime_ns, status.st_size]
+
+
+def _import_built(name: str, stamp: Path, digest: str) -> ModuleType | None:
+    """The module a build with ``digest`` left (``stamp``), imported from its file; None when there is no such
+    build (no stamp, another digest, the file gone) or it does not import."""
+    try:
+        built = json.loads(stamp.read_text())
+        if built["digest"] != digest or built["file_stat"] != _file_stat(built["file"]):
+            return None  # another source or flags, or the file rebuilt since (by a version without stamps)
+        spec = importlib.util.spec_from_file_location(name, built["file"])
+        if spec is None or spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except (OSError, ValueError, KeyError, ImportError):
+        return None
+
+
 def load_extension(name: str, source: str, fallback: str) -> ModuleType | None:
     """Extension ``name`` compiled from ``nmt/csrc/<source>``, built on first call; None where it cannot be built,
     with a warning that ``fallback`` is used instead."""
     try:
+        directory = build_directory(name)
+        stamp, digest = directory / "built.json", build_digest(source)
+        module = _import_built(name, stamp, digest)
+        if module is not None:
+            return module
         from torch.utils.cpp_extension import load
 
-        directory = build_directory(name)
         directory.mkdir(parents=True, exist_ok=True)
         lock = directory / "lock"
         if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
             log.warning("removing %s, left by a build that did not finish", lock)
             lock.unlink(missing_ok=True)
-        return load(
+        module = load(
             name=name,
             sources=[str(SOURCES / source)],
             extra_cflags=compile_flags(),
@@ -81,6 +122,12 @@ def load_extension(name: str, source: str, fallback: str) -> ModuleType | None:
             build_directory=str(directory),
             verbose=False,
         )
+        if isinstance(module, ModuleType) and module.__file__:
+            written = stamp.with_name(f"built.json.{os.getpid()}")  # then renamed: readers never see half
+            built = {"digest": digest, "file": module.__file__, "file_stat": _file_stat(module.__file__)}
+            written.write_text(json.dumps(built))
+            os.replace(written, stamp)
+        return module
     except Exception as err:  # no compiler, no ninja, a read-only cache: the fallback computes the same
         log.warning("the compiled %s is unavailable (%s); %s", name, err, fallback)
         return None

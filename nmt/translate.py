@@ -156,7 +156,7 @@ class Translator:
             # float tables and mixing made int8 slower (README, speed section)
             model = quantize_int8(model)
         else:  # folded for search (nmt.model.folded): the same function with fewer products per step
-            model = fold(model)
+            model = fold(model, compiled=torch_device.type == "cpu")
         lexicon = load_lexicon(model_dir, (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size))
         return cls(model.to(torch_device), tokenizer, config, torch_device, lexicon, model_dir)
 

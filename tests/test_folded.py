@@ -4,6 +4,7 @@ float64 for every model variant, the same hypotheses on a trained model, and the
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from corpus import EN
 
 from nmt.config import AttentionType, DecoderStep, ModelConfig, RnnType, SearchConfig, WeightsChoice
 from nmt.decode import decode_ids
+from nmt.model.compiled_loops import loops_extension
 from nmt.model.ensemble import Ensemble
 from nmt.model.folded import FoldedModel, fold
 from nmt.model.seq2seq import Seq2Seq, build_model
@@ -19,6 +21,11 @@ from nmt.translate import Translator, load_model_dir
 
 CPU = torch.device("cpu")
 FIXTURE = Path(__file__).parent / "fixtures" / "model_dir_v2"
+# A machine without a C++ compiler or ninja searches with the eager step; with them, a failed build is a failure.
+needs_compiler = pytest.mark.skipif(
+    shutil.which("c++") is None or shutil.which("ninja") is None,
+    reason="the compiled search step needs a C++ compiler and ninja",
+)
 VARIANTS = list(
     itertools.product(
         [RnnType.gru, RnnType.lstm],
@@ -96,6 +103,56 @@ def test_fold_folds_every_member_of_an_ensemble_and_leaves_other_models_alone():
     assert fold(other) is other
 
 
+@needs_compiler
+@pytest.mark.parametrize(("rnn", "layers"), [(RnnType.gru, 1), (RnnType.lstm, 2)])
+def test_the_compiled_attention_and_mixing_give_the_eager_step_in_float64(rnn, layers):
+    """Beam-search rows (two per sentence), a padded sentence and a one-token one, five steps: weights, log-probs
+    and states equal the eager folded step's to float64 rounding."""
+    model = random_model(rnn, DecoderStep.bahdanau, AttentionType.bahdanau, layers)
+    eager, compiled = fold(model), fold(model, compiled=True)
+    assert not eager.compiled_attention and compiled.compiled_attention
+    src = torch.randint(4, 30, (3, 8), generator=torch.Generator().manual_seed(2))
+    lengths = torch.tensor([8, 5, 1])
+    src = src * (torch.arange(8) < lengths.unsqueeze(1))
+    beams = torch.arange(3).repeat_interleave(2)
+    with torch.no_grad():
+        enc = eager.encode(src, lengths)
+        state = eager.init_decoder_state(enc).index_select(beams)
+        compiled_state = state
+        prev = torch.tensor([2, 2, 5, 9, 2, 39])
+        for _ in range(5):
+            want, state, want_weights = eager.decode_step(prev, state, enc)
+            got, compiled_state, got_weights = compiled.decode_step(prev, compiled_state, enc)
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+            torch.testing.assert_close(got_weights, want_weights, rtol=0, atol=1e-12)
+            assert float(got_weights[4:].sum(dim=1).sub(1).abs().max()) < 1e-12
+            assert bool((got_weights[4:, 1:] == 0).all())  # the one-token sentence's padding
+            torch.testing.assert_close(compiled_state.hidden, state.hidden, rtol=0, atol=1e-12)
+            prev = want.argmax(dim=-1)
+
+
+@needs_compiler
+def test_the_compiled_step_applies_to_additive_attention_in_the_bahdanau_order_only():
+    for step, attention in [
+        (DecoderStep.luong, AttentionType.bahdanau),
+        (DecoderStep.bahdanau, AttentionType.general),
+    ]:
+        assert not fold(random_model(RnnType.gru, step, attention, 1), compiled=True).compiled_attention
+
+
+@needs_compiler
+def test_the_compiled_step_rejects_rows_that_do_not_fit_its_arguments():
+    folded = fold(random_model(RnnType.gru, DecoderStep.bahdanau, AttentionType.bahdanau, 1), compiled=True)
+    src, lengths = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([3, 2])
+    with torch.no_grad():
+        enc = folded.encode(src, lengths)
+        state = folded.init_decoder_state(enc)
+        with pytest.raises(RuntimeError, match="outside the tables' 40 rows"):
+            folded.decode_step(torch.tensor([2, 40]), state, enc)
+        with pytest.raises(RuntimeError, match="3 query rows do not divide into the 2 sentences"):
+            folded.decode_step(torch.tensor([2, 2, 2]), state.index_select(torch.tensor([0, 0, 1])), enc)
+
+
 @pytest.fixture(scope="module")
 def trained():
     """The fixture model directory's trained model, its tokenizer, and source sentences."""
@@ -117,9 +174,28 @@ def test_a_trained_model_folded_gives_the_same_hypotheses(trained, beam, nbest):
             torch.testing.assert_close(g.attention, w.attention, rtol=0, atol=1e-5)
 
 
+@needs_compiler
+@pytest.mark.parametrize(("beam", "nbest"), [(1, 1), (5, 5)])
+def test_a_trained_model_gives_the_same_hypotheses_with_the_compiled_step(trained, beam, nbest):
+    """Exact tokens (greedy) and exact n-best lists (beam 5), in float32, against the eager folded step."""
+    model, _, src_ids = trained
+    cfg = SearchConfig(beam_size=beam, nbest=nbest, batch_tokens=60)
+    want = decode_ids(fold(model), src_ids, cfg, CPU)
+    compiled = fold(model, compiled=True)
+    assert compiled.compiled_attention
+    got = decode_ids(compiled, src_ids, cfg, CPU)
+    assert [[h.tokens for h in nbest] for nbest in got] == [[h.tokens for h in nbest] for nbest in want]
+    for got_nbest, want_nbest in zip(got, want):
+        for g, w in zip(got_nbest, want_nbest):
+            assert g.score == pytest.approx(w.score, abs=1e-5)
+            torch.testing.assert_close(g.attention, w.attention, rtol=0, atol=1e-5)
+
+
 def test_the_translator_decodes_with_the_folded_model_in_float_and_the_plain_one_in_int8():
     translator = Translator.from_dir(FIXTURE, device="cpu")
     assert isinstance(translator.model, FoldedModel)
+    # the compiled step where it can be built (nmt.native), else the eager one
+    assert translator.model.compiled_attention == (loops_extension() is not None)
     assert not translator.model.training
     int8 = Translator.from_dir(FIXTURE, device="cpu", quantize="int8")  # int8 is faster unfolded
     assert isinstance(int8.model, Seq2Seq)

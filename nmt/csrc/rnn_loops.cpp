@@ -53,6 +53,38 @@ scalar_t energy(const scalar_t* __restrict__ query, const scalar_t* __restrict__
   return score;
 }
 
+// One row's attention weights over its sentence's source positions, written into w [S]: the scores
+// e_j = v2 . sigmoid(q + K[j, :]) of the unpadded positions, then their softmax (0 on padding). energy: scratch [A].
+template <typename scalar_t>
+void attention_row(const scalar_t* __restrict__ query, const scalar_t* __restrict__ keys,
+                   const bool* __restrict__ padded, const scalar_t* __restrict__ v2, int64_t src_len, int64_t att,
+                   scalar_t* __restrict__ energy_buffer, scalar_t* __restrict__ w) {
+  scalar_t top = -std::numeric_limits<scalar_t>::infinity();
+  for (int64_t j = 0; j < src_len; ++j) {
+    if (padded[j]) continue;
+    w[j] = energy(query, keys + j * att, v2, energy_buffer, att);
+    top = std::max(top, w[j]);
+  }
+  scalar_t total = 0;
+  for (int64_t j = 0; j < src_len; ++j) {
+    w[j] = padded[j] ? scalar_t(0) : vector_exp(w[j] - top);
+    total += w[j];
+  }
+  for (int64_t j = 0; j < src_len; ++j) w[j] /= total;
+}
+
+// out [D] += sum_j w_j values[j, :] over the unpadded positions j (values [S, D]).
+template <typename scalar_t>
+void mix_row(const scalar_t* __restrict__ w, const scalar_t* __restrict__ values, const bool* __restrict__ padded,
+             int64_t src_len, int64_t dim, scalar_t* __restrict__ out) {
+  for (int64_t j = 0; j < src_len; ++j) {
+    if (padded[j]) continue;
+    const scalar_t a = w[j];
+    const scalar_t* __restrict__ h = values + j * dim;
+    for (int64_t d = 0; d < dim; ++d) out[d] += a * h[d];
+  }
+}
+
 // One position's attention, written into weight [B, S] and context [B, D] (a view of a wider buffer is fine).
 // query: 2 W_q s [B, A]. The energies sigmoid(q + K) are not kept: the backward recomputes them, cheaper than
 // writing and reading back a [T, B, S, A] buffer (112 MB at the peers' batch, most of its cost in page faults).
@@ -71,25 +103,12 @@ void attend_kernel(const Tensor& query, const Tensor& keys, const Tensor& values
   at::parallel_for(0, keys.size(0), 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> energy_buffer(att);
     for (int64_t b = begin; b < end; ++b) {
-      scalar_t* __restrict__ w = weights + b * src_len;
-      scalar_t top = -std::numeric_limits<scalar_t>::infinity();
-      for (int64_t j = 0; j < src_len; ++j) {
-        if (padded[b * src_len + j]) continue;
-        w[j] = energy(queries + b * query_stride, key_rows + (b * src_len + j) * att, v, energy_buffer.data(), att);
-        top = std::max(top, w[j]);
-      }
-      scalar_t total = 0;
-      for (int64_t j = 0; j < src_len; ++j) {
-        w[j] = padded[b * src_len + j] ? scalar_t(0) : vector_exp(w[j] - top);
-        total += w[j];
-      }
-      scalar_t* __restrict__ c = contexts + b * context_stride;
+      scalar_t* w = weights + b * src_len;
+      attention_row(queries + b * query_stride, key_rows + b * src_len * att, padded + b * src_len, v, src_len,
+                    att, energy_buffer.data(), w);
+      scalar_t* c = contexts + b * context_stride;
       std::fill(c, c + dim, scalar_t(0));
-      for (int64_t j = 0; j < src_len; ++j) {
-        w[j] /= total;
-        const scalar_t* __restrict__ h = value_rows + (b * src_len + j) * dim;
-        for (int64_t d = 0; d < dim; ++d) c[d] += w[j] * h[d];
-      }
+      mix_row(w, value_rows + b * src_len * dim, padded + b * src_len, src_len, dim, c);
     }
   });
 }
@@ -457,6 +476,63 @@ std::vector<Tensor> bigru_backward(const Tensor& grad_states, const Tensor& w_hh
   return {grad_gates, at::bmm(grad_hgates_rows.transpose(1, 2), prev_rows), grad_hgates_rows.sum(1)};
 }
 
+// ------------------------------------------------------------------------------------------- search
+// One search step's attention in a model folded for search (nmt/model/folded.py), one pass per row: the row's
+// weights a [S] over its sentence's source positions, then its folded mixing
+//     out = T[y] + sum_j a_j P_j      P = W_ctx H, the annotations' products [B, S, D]; T[y] the table row of the
+//                                     row's previous token [D]
+// (eagerly a broadcast add, sigmoid_, the product with v, a masked softmax, a table lookup and a baddbmm, each a
+// pass over memory). Row r is a beam of sentence r / group: the beams of a sentence are consecutive rows.
+template <typename scalar_t>
+void search_attend_kernel(const Tensor& query, const Tensor& keys, const Tensor& products, const Tensor& padding,
+                          const Tensor& v2, const Tensor& tables, const Tensor& tokens, Tensor& weight,
+                          Tensor& mixed) {
+  const int64_t rows = query.size(0), group = rows / keys.size(0);
+  const int64_t src_len = keys.size(1), att = keys.size(2), dim = products.size(2);
+  const scalar_t* queries = query.data_ptr<scalar_t>();
+  const scalar_t* key_rows = keys.data_ptr<scalar_t>();
+  const scalar_t* product_rows = products.data_ptr<scalar_t>();
+  const scalar_t* table_rows = tables.data_ptr<scalar_t>();
+  const int64_t* previous = tokens.data_ptr<int64_t>();
+  const scalar_t* v = v2.data_ptr<scalar_t>();
+  const bool* padded = padding.data_ptr<bool>();
+  scalar_t* weights = weight.data_ptr<scalar_t>();
+  scalar_t* outs = mixed.data_ptr<scalar_t>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> energy_buffer(att);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / group;
+      scalar_t* w = weights + r * src_len;
+      attention_row(queries + r * att, key_rows + b * src_len * att, padded + b * src_len, v, src_len, att,
+                    energy_buffer.data(), w);
+      scalar_t* out = outs + r * dim;
+      std::copy(table_rows + previous[r] * dim, table_rows + (previous[r] + 1) * dim, out);
+      mix_row(w, product_rows + b * src_len * dim, padded + b * src_len, src_len, dim, out);
+    }
+  });
+}
+
+// Returns the weights [rows, S] and the mixed products [rows, D] of `search_attend_kernel`.
+std::vector<Tensor> search_attend(const Tensor& query, const Tensor& keys, const Tensor& products,
+                                  const Tensor& padding, const Tensor& v2, const Tensor& tables,
+                                  const Tensor& tokens) {
+  check_layout("search_attend", {query, keys, products, padding, v2, tables, tokens}, {});
+  TORCH_CHECK(keys.size(0) > 0 && query.size(0) % keys.size(0) == 0, "search_attend: ", query.size(0),
+              " query rows do not divide into the ", keys.size(0), " sentences of the keys");
+  TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.numel() == query.size(0),
+              "search_attend: one int64 token per query row");
+  TORCH_CHECK(tables.size(1) == products.size(2), "search_attend: the tables and the products differ in width");
+  TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
+                                      tokens.max().item<int64_t>() < tables.size(0)),
+              "search_attend: a token outside the tables' ", tables.size(0), " rows");
+  Tensor weight = at::empty({query.size(0), keys.size(1)}, query.options());
+  Tensor mixed = at::empty({query.size(0), products.size(2)}, query.options());
+  AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "search_attend", [&] {
+    search_attend_kernel<scalar_t>(query, keys, products, padding, v2, tables, tokens, weight, mixed);
+  });
+  return {weight, mixed};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -466,4 +542,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("luong_backward", &luong_backward, "the Luong-order GRU loop (input feeding): backward");
   m.def("bigru_forward", &bigru_forward, "the encoder's two GRU directions, stepped together: forward");
   m.def("bigru_backward", &bigru_backward, "the encoder's two GRU directions, stepped together: backward");
+  m.def("search_attend", &search_attend, "one search step's attention and folded mixing");
 }

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.config import DecoderStep
+from nmt.model.attention import BahdanauAttention
+from nmt.model.compiled_loops import loops_extension, outside_compiled
 from nmt.model.ensemble import Ensemble
 from nmt.model.seq2seq import Seq2Seq
 from nmt.model.state import DecoderState, FoldedEncoding
@@ -66,9 +68,14 @@ class FoldedModel(nn.Module):
     ``tables`` ``[tgt_vocab, table]``: T[y]; ``context_product``: W_ctx ``[2*enc_hidden -> product]``;
     ``hidden_product``: the first cell's W_hh s + b_hh; ``state_pre_output``: W_os s (Bahdanau) or W_cs s + b_c
     (Luong); ``feed_product``: the Luong cell's W_if h~ (None for Bahdanau).
+
+    ``compiled``: a Bahdanau step with additive attention attends and mixes in one compiled pass per row
+    (``search_attend``, ``nmt/csrc/rnn_loops.cpp``) when its tensors are float32/64 on the CPU, where the
+    extension can be built (``compiled_attention`` says whether it was); otherwise, and for every other model, the
+    eager step, which is the reference.
     """
 
-    def __init__(self, model: Seq2Seq) -> None:
+    def __init__(self, model: Seq2Seq, compiled: bool = False) -> None:
         super().__init__()
         self.model = model
         decoder = model.decoder
@@ -93,6 +100,20 @@ class FoldedModel(nn.Module):
         self.hidden_product = _linear(first.weight_hh, first.bias_hh)
         self.gate_width = first.weight_ih.size(0)  # gates * hidden
         self._step = self._luong_step if luong else self._bahdanau_step
+        # the compiled attention and mixing of a Bahdanau step with additive attention (``compiled``), on the CPU
+        # (buffers, not new layers: a layer's initialisation would draw from the random stream that training's
+        # dropout continues after a validation)
+        self.compiled_attention = False
+        self.doubled_query: Tensor | None
+        self.doubled_v: Tensor | None
+        self.register_buffer("doubled_query", None)
+        self.register_buffer("doubled_v", None)
+        attention = decoder.attention
+        if compiled and not luong and isinstance(attention, BahdanauAttention):
+            self.compiled_attention = loops_extension() is not None
+            with torch.no_grad():  # the score's sigmoid form (nmt.model.attention): 2 W_q and 2 v
+                self.doubled_query = 2 * attention.query_layer.weight
+                self.doubled_v = 2 * attention.energy_layer.weight[0]
 
     @property
     def output_layer(self) -> nn.Module:
@@ -133,19 +154,44 @@ class FoldedModel(nn.Module):
         self, prev_tokens: Tensor, state: DecoderState, enc: FoldedEncoding
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """Attend with s_{i-1}, then T[y] + a P, then the cells and the pre-output."""
-        rows = prev_tokens.size(0)
-        weights = self.model.decoder.attention.weights(state.hidden[-1], enc.keys, enc.mask)
-        batch, group, _ = weights.shape
-        # [g_i ; o_i] = T[y_{i-1}] + sum_j a_ij P_j, per sentence
-        mixed = torch.baddbmm(self.tables[prev_tokens].view(batch, group, -1), weights, enc.products).view(
-            rows, -1
-        )
+        if self.compiled_attention and not outside_compiled(enc.products):
+            weights, mixed = self._attend_and_mix_compiled(prev_tokens, state.hidden[-1], enc)
+        else:
+            weights, mixed = self._attend_and_mix(prev_tokens, state.hidden[-1], enc)
         gates_in, pre_in = mixed.split([self.gate_width, mixed.size(1) - self.gate_width], dim=-1)
         hidden, cell = self.model.decoder.recur_from_gates(
             gates_in, self.hidden_product(state.hidden[0]), state
         )
         pre_output = torch.tanh(pre_in + self.state_pre_output(hidden[-1]))
-        return pre_output, DecoderState(hidden, cell), weights.view(rows, -1)
+        return pre_output, DecoderState(hidden, cell), weights
+
+    def _attend_and_mix(
+        self, prev_tokens: Tensor, query: Tensor, enc: FoldedEncoding
+    ) -> tuple[Tensor, Tensor]:
+        """a_i = attention(s_{i-1}, h) ``[rows, src_len]`` and [g_i ; o_i] = T[y_{i-1}] + sum_j a_ij P_j ``[rows,
+        table]``, from ``prev_tokens`` ``[rows]`` and the query s_{i-1} ``[rows, hidden]``: the reference."""
+        rows = prev_tokens.size(0)
+        weights = self.model.decoder.attention.weights(query, enc.keys, enc.mask)
+        batch, group, _ = weights.shape
+        mixed = torch.baddbmm(self.tables[prev_tokens].view(batch, group, -1), weights, enc.products)
+        return weights.view(rows, -1), mixed.view(rows, -1)
+
+    def _attend_and_mix_compiled(
+        self, prev_tokens: Tensor, query: Tensor, enc: FoldedEncoding
+    ) -> tuple[Tensor, Tensor]:
+        """``_attend_and_mix`` in one compiled pass per row (``search_attend`` in ``nmt/csrc/rnn_loops.cpp``):
+        additive attention only, with the query layer and v doubled once here (the score's sigmoid form)."""
+        extension = loops_extension()
+        assert extension is not None and self.doubled_query is not None and self.doubled_v is not None
+        return extension.search_attend(
+            F.linear(query, self.doubled_query),
+            enc.keys,
+            enc.products,
+            enc.mask.logical_not(),
+            self.doubled_v,
+            self.tables,
+            prev_tokens.contiguous(),
+        )
 
     def _luong_step(
         self, prev_tokens: Tensor, state: DecoderState, enc: FoldedEncoding
@@ -164,11 +210,12 @@ class FoldedModel(nn.Module):
         return h_tilde, DecoderState(hidden, cell, h_tilde), weights.view(rows, -1)
 
 
-def fold(model: nn.Module) -> nn.Module:
+def fold(model: nn.Module, compiled: bool = False) -> nn.Module:
     """``model`` folded for search: a :class:`FoldedModel` of a Seq2Seq, an ensemble of folded members; any
-    other model unchanged. Put ``model`` in eval mode first: the folded step has no dropout."""
+    other model unchanged. Put ``model`` in eval mode first: the folded step has no dropout. ``compiled``: steps
+    on the CPU attend and mix in compiled code where it applies (:class:`FoldedModel`)."""
     if isinstance(model, Ensemble):
-        return Ensemble([fold(member) for member in model.members])
+        return Ensemble([fold(member, compiled) for member in model.members])
     if isinstance(model, Seq2Seq):
-        return FoldedModel(model).eval()
+        return FoldedModel(model, compiled).eval()
     return model

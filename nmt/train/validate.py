@@ -63,7 +63,10 @@ def validate(model: torch.nn.Module, data: PreparedData, cfg: Config, device: to
     src_ids = [ids[:limit] for ids in dev["src_ids"]]
     tgt_ids = [ids[:limit] for ids in dev["tgt_ids"]]
     loss = dev_loss(model, src_ids, tgt_ids, cfg.train.max_tokens, device)
-    nbest = decode_ids(fold(model), src_ids, cfg.search, device, attention=False)  # as the translator decodes
+    # as the translator decodes
+    nbest = decode_ids(
+        fold(model, compiled=device.type == "cpu"), src_ids, cfg.search, device, attention=False
+    )
     hyps = [data.tokenizer.decode_tgt(h[0].tokens) for h in nbest]
     scores = score_corpus(hyps, [list(dev["tgt"])], metrics=VALIDATION_METRICS)
     model.train(was_training)
