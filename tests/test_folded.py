@@ -153,6 +153,20 @@ def test_the_compiled_step_rejects_rows_that_do_not_fit_its_arguments():
             folded.decode_step(torch.tensor([2, 2, 2]), state.index_select(torch.tensor([0, 0, 1])), enc)
 
 
+@needs_compiler
+def test_the_compiled_step_gives_empty_outputs_for_an_empty_batch():
+    """No sentences and no rows: empty weights and products, not a division by zero in the kernel."""
+    folded = fold(random_model(RnnType.gru, DecoderStep.bahdanau, AttentionType.bahdanau, 1), compiled=True)
+    src, lengths = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([3, 2])
+    none = torch.empty(0, dtype=torch.long)
+    with torch.no_grad():
+        enc = folded.encode(src, lengths).index_select(none)
+        hidden = folded.init_decoder_state(enc).hidden[-1]
+        weights, mixed = folded._attend_and_mix_compiled(none, hidden, enc)
+    assert weights.shape == (0, 3)
+    assert mixed.shape == (0, folded.tables.size(1))
+
+
 @pytest.fixture(scope="module")
 def trained():
     """The fixture model directory's trained model, its tokenizer, and source sentences."""

@@ -1,4 +1,6 @@
-// The decoder's teacher-forced loops (one GRU layer, additive attention), forward and backward, compiled.
+// The decoder's teacher-forced loops (one GRU layer, additive attention), forward and backward, compiled; and, at
+// the end, one search step's attention for a model folded for search (`search_attend`), which shares their
+// attention row.
 //
 // The Python loops (nmt/model/decoder.py, `_bahdanau_teacher_forced`, `_luong_teacher_forced`) issue about 20
 // small operations per target position and autograd records each; at training's batch of ~40 sentences much of
@@ -487,7 +489,8 @@ template <typename scalar_t>
 void search_attend_kernel(const Tensor& query, const Tensor& keys, const Tensor& products, const Tensor& padding,
                           const Tensor& v2, const Tensor& tables, const Tensor& tokens, Tensor& weight,
                           Tensor& mixed) {
-  const int64_t rows = query.size(0), group = rows / keys.size(0);
+  // An empty batch has no rows to share out (and no sentences to divide by).
+  const int64_t rows = query.size(0), group = keys.size(0) > 0 ? rows / keys.size(0) : 1;
   const int64_t src_len = keys.size(1), att = keys.size(2), dim = products.size(2);
   const scalar_t* queries = query.data_ptr<scalar_t>();
   const scalar_t* key_rows = keys.data_ptr<scalar_t>();
@@ -517,8 +520,8 @@ std::vector<Tensor> search_attend(const Tensor& query, const Tensor& keys, const
                                   const Tensor& padding, const Tensor& v2, const Tensor& tables,
                                   const Tensor& tokens) {
   check_layout("search_attend", {query, keys, products, padding, v2, tables, tokens}, {});
-  TORCH_CHECK(keys.size(0) > 0 && query.size(0) % keys.size(0) == 0, "search_attend: ", query.size(0),
-              " query rows do not divide into the ", keys.size(0), " sentences of the keys");
+  TORCH_CHECK(query.size(0) == 0 || (keys.size(0) > 0 && query.size(0) % keys.size(0) == 0), "search_attend: ",
+              query.size(0), " query rows do not divide into the ", keys.size(0), " sentences of the keys");
   TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.numel() == query.size(0),
               "search_attend: one int64 token per query row");
   TORCH_CHECK(tables.size(1) == products.size(2), "search_attend: the tables and the products differ in width");

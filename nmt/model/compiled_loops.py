@@ -28,7 +28,8 @@ from nmt.native import load_extension
 
 @functools.cache
 def loops_extension() -> ModuleType | None:
-    """The compiled loops (``nmt/csrc/rnn_loops.cpp``), built on first call; None where they cannot be built."""
+    """The compiled loops (``nmt/csrc/rnn_loops.cpp``), built on first call; None where they cannot be built.
+    The same extension holds search's compiled attention step (``nmt.model.folded``)."""
     return load_extension("nmt_rnn_loops", "rnn_loops.cpp", "training uses the Python loops")
 
 
