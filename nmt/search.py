@@ -46,22 +46,37 @@ attention weights into buffers allocated once per batch (``[batch, beam, max_len
 O(length) per sentence, not O(length^2). (``no_repeat_ngram`` still reorders a ``[rows, max_len]`` token buffer
 at each step: its rule reads every alive beam's whole history anyway.)
 
+Greedy search on the CPU chooses each step's token in compiled code (``nmt/csrc/greedy_choice.cpp``) when the
+model also gives its step's logits (:class:`LogitsDecodingModel`) and no rule needs the history
+(``no_repeat_ngram`` is 0): one visit to a row's logits finds their logsumexp and the largest allowed logit, where
+the reference takes ``log_softmax``, the rules' writes, the add and the max, each a pass over ``[rows, vocab]``.
+It applies the same rules to the same numbers, so it picks the same tokens, except where two logits are so close
+that the reference's rounding makes them equal (then the reference takes the first); the log-probs agree to float
+rounding. Elsewhere, and with ``compiled=False``, greedy search chooses from the log-probs: the reference, which
+gives exactly what beam search gives with ``beam_size=1``.
+
 The searches do not change the model's train/eval mode: call ``model.eval()`` first.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Protocol
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from nmt.config import LengthNorm, SearchConfig
+from nmt.native import load_extension
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = float("-inf")
+# the tokens greedy search's compiled choice never takes: always, and before the minimum length
+NEVER_CHOSEN = torch.tensor([PAD_ID, BOS_ID])
+NOT_BEFORE_MIN_LEN = torch.tensor([PAD_ID, BOS_ID, EOS_ID])
 
 
 class DecodingModel(Protocol):
@@ -78,6 +93,23 @@ class DecodingModel(Protocol):
     def init_decoder_state(self, enc: Any) -> Any: ...
 
     def decode_step(self, prev_tokens: Tensor, state: Any, enc: Any) -> tuple[Tensor, Any, Tensor]: ...
+
+
+@runtime_checkable
+class LogitsDecodingModel(DecodingModel, Protocol):
+    """A model that also gives its step's logits ``[rows, vocab]``, whose ``log_softmax`` is what ``decode_step``
+    returns: greedy search chooses from them in compiled code (module docstring)."""
+
+    def decode_step_logits(self, prev_tokens: Tensor, state: Any, enc: Any) -> tuple[Tensor, Any, Tensor]: ...
+
+
+@functools.cache
+def choice_extension() -> ModuleType | None:
+    """Greedy search's compiled choice (``nmt/csrc/greedy_choice.cpp``), built on first call; None where it
+    cannot be built."""
+    return load_extension(
+        "nmt_greedy_choice", "greedy_choice.cpp", "greedy search chooses from the log-probs"
+    )
 
 
 @dataclass
@@ -218,14 +250,28 @@ def length_norm(length: Tensor, cfg: SearchConfig) -> Tensor:
 
 @torch.inference_mode()
 def greedy_search(
-    model: DecodingModel, src: Tensor, src_lengths: Tensor, cfg: SearchConfig, attention: bool = True
+    model: DecodingModel,
+    src: Tensor,
+    src_lengths: Tensor,
+    cfg: SearchConfig,
+    attention: bool = True,
+    compiled: bool = True,
 ) -> list[list[Hypothesis]]:
     """The most probable next token at each step (``cfg.beam_size`` is ignored, ``nbest`` must be 1).
 
     ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``; one hypothesis per sentence, with its attention
-    if ``attention``. Gives exactly what :func:`beam_search` gives with ``beam_size=1``.
+    if ``attention``. ``compiled``: choose in compiled code where it applies (module docstring); the reference,
+    ``compiled=False`` or where it does not apply, gives exactly what :func:`beam_search` gives with
+    ``beam_size=1``.
     """
     device = src.device
+    from_logits = (
+        compiled
+        and not cfg.no_repeat_ngram
+        and device.type == "cpu"
+        and isinstance(model, LogitsDecodingModel)
+        and choice_extension() is not None
+    )
     n = src.size(0)
     enc = model.encode(src, src_lengths)
     state = model.init_decoder_state(enc)
@@ -239,12 +285,15 @@ def greedy_search(
     found: list[_Finished] = []
     step = 0
     while True:
-        log_probs, state, step_attention = model.decode_step(prev, state, enc)
+        if from_logits:
+            assert isinstance(model, LogitsDecodingModel)
+            logits, state, step_attention = model.decode_step_logits(prev, state, enc)
+            token, log_prob = _compiled_choice(logits, log_prob, step, max_lens, cfg)
+        else:
+            log_probs, state, step_attention = model.decode_step(prev, state, enc)
+            emitted = history.tokens[sentence, 0, :step] if cfg.no_repeat_ngram else None
+            token, log_prob = _reference_choice(log_probs, log_prob, emitted, step, max_lens, shortest, cfg)
         history.record_attention(sentence, step, step_attention)
-        emitted = history.tokens[sentence, 0, :step] if cfg.no_repeat_ngram else None
-        log_probs = _constrain(log_probs, emitted, step, max_lens, shortest, cfg)
-        # the same sum as beam search ranks, so both pick the same token and accumulate the same float
-        log_prob, token = log_probs.add_(log_prob.unsqueeze(1)).max(dim=1)
         # EOS is forced at the maximum length, so this always ends
         done = (token == EOS_ID).cpu().numpy() & working.alive
         if done.any():
@@ -270,6 +319,35 @@ def greedy_search(
         prev = token
         step += 1
     return _collect(found, history, src_lengths, n, nbest=1)
+
+
+def _reference_choice(
+    log_probs: Tensor,
+    log_prob: Tensor,
+    emitted: Tensor | None,
+    step: int,
+    max_lens: Tensor,
+    shortest: int,
+    cfg: SearchConfig,
+) -> tuple[Tensor, Tensor]:
+    """Greedy search's next tokens ``[rows]`` and extended log-probs ``[rows]`` from the model's ``log_probs``
+    ``[rows, vocab]`` (changed in place), the running ``log_prob`` ``[rows]`` and the rules' arguments
+    (:func:`_constrain`)."""
+    log_probs = _constrain(log_probs, emitted, step, max_lens, shortest, cfg)
+    # the same sum as beam search ranks, so both pick the same token and accumulate the same float
+    log_prob, token = log_probs.add_(log_prob.unsqueeze(1)).max(dim=1)
+    return token, log_prob
+
+
+def _compiled_choice(
+    logits: Tensor, log_prob: Tensor, step: int, max_lens: Tensor, cfg: SearchConfig
+) -> tuple[Tensor, Tensor]:
+    """:func:`_reference_choice` from the model's ``logits`` ``[rows, vocab]``, in compiled code (module docstring):
+    the rules without ``no_repeat_ngram``, which needs the history."""
+    extension = choice_extension()
+    assert extension is not None, "the compiled choice needs its extension: check choice_extension() first"
+    forbidden = NOT_BEFORE_MIN_LEN if step < cfg.min_len else NEVER_CHOSEN
+    return extension.greedy_choice(logits.float().contiguous(), log_prob, max_lens, step, EOS_ID, forbidden)
 
 
 @torch.inference_mode()

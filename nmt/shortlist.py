@@ -295,10 +295,15 @@ class ShortlistModel(nn.Module):
 
     def decode_step(self, prev_tokens: Tensor, state: Any, enc: Any) -> tuple[Tensor, Any, Tensor]:
         """``prev_tokens`` ``[rows]`` positions in the shortlist -> log-probs over the shortlist ``[rows, n]``
-        (the full distribution's restriction, renormalised), the new state, attention ``[rows, src_len]``. Search
-        runs in eval mode, so the output layer's dropout is left out."""
+        (the full distribution's restriction, renormalised), the new state, attention ``[rows, src_len]``."""
+        logits, state, weights = self.decode_step_logits(prev_tokens, state, enc)
+        return torch.log_softmax(logits, dim=-1), state, weights
+
+    def decode_step_logits(self, prev_tokens: Tensor, state: Any, enc: Any) -> tuple[Tensor, Any, Tensor]:
+        """``decode_step`` before its ``log_softmax``: the shortlist's logits ``[rows, n]``. Search runs in eval
+        mode, so the output layer's dropout is left out."""
         pre_output, state, weights = self.model.pre_output_step(self.ids[prev_tokens], state, enc)
-        return torch.log_softmax(self.output(pre_output), dim=-1), state, weights
+        return self.output(pre_output), state, weights
 
 
 def restrict(model: nn.Module, ids: Tensor) -> nn.Module:

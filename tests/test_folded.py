@@ -17,6 +17,7 @@ from nmt.model.compiled_loops import loops_extension
 from nmt.model.ensemble import Ensemble
 from nmt.model.folded import FoldedModel, fold
 from nmt.model.seq2seq import Seq2Seq, build_model
+from nmt.search import choice_extension
 from nmt.translate import Translator, load_model_dir
 
 CPU = torch.device("cpu")
@@ -70,8 +71,10 @@ def test_the_folded_step_is_the_reference_step_in_float64(rnn, step, attention, 
         prev = torch.tensor([2, 2, 5, 9, 2, 39])
         for _ in range(5):
             want, state, want_weights = model.decode_step(prev, state, enc)
+            got_logits, _, _ = folded.decode_step_logits(prev, folded_state, folded_enc)
             got, folded_state, got_weights = folded.decode_step(prev, folded_state, folded_enc)
             torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+            assert torch.equal(got, got_logits.log_softmax(-1))
             torch.testing.assert_close(got_weights, want_weights, rtol=0, atol=1e-12)
             for name in ("hidden", "cell", "input_feed"):
                 want_part, got_part = getattr(state, name), getattr(folded_state, name)
@@ -203,6 +206,22 @@ def test_a_trained_model_gives_the_same_hypotheses_with_the_compiled_step(traine
         for g, w in zip(got_nbest, want_nbest):
             assert g.score == pytest.approx(w.score, abs=1e-5)
             torch.testing.assert_close(g.attention, w.attention, rtol=0, atol=1e-5)
+
+
+@needs_compiler
+def test_a_trained_model_gives_the_same_greedy_tokens_with_the_compiled_choice(trained, monkeypatch):
+    """Greedy search's compiled choice (``nmt.search``) against the reference's choice from the log-probs, on the
+    plain model and on the compiled folded one: exact tokens."""
+    model, _, src_ids = trained
+    cfg = SearchConfig(beam_size=1, batch_tokens=60)
+    assert choice_extension() is not None
+    for decoder in (model, fold(model, compiled=True)):
+        got = decode_ids(decoder, src_ids, cfg, CPU)
+        with monkeypatch.context() as reference:
+            reference.setattr("nmt.search.choice_extension", lambda: None)
+            want = decode_ids(decoder, src_ids, cfg, CPU)
+        assert [g.tokens for (g,) in got] == [w.tokens for (w,) in want]
+        assert [g.score for (g,) in got] == pytest.approx([w.score for (w,) in want], abs=1e-5)
 
 
 def test_the_translator_decodes_with_the_folded_model_in_float_and_the_plain_one_in_int8():

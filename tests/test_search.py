@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import shutil
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -12,9 +14,24 @@ from torch import Tensor
 
 from nmt.config import LengthNorm, ModelConfig, SearchConfig
 from nmt.errors import NmtError
-from nmt.search import Hypothesis, _WorkingSet, beam_search, greedy_search, search
+from nmt.search import (
+    Hypothesis,
+    LogitsDecodingModel,
+    _compiled_choice,
+    _reference_choice,
+    _WorkingSet,
+    beam_search,
+    choice_extension,
+    greedy_search,
+    search,
+)
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
+# A machine without a C++ compiler or ninja chooses from the log-probs; with them, a failed build is a failure.
+needs_compiler = pytest.mark.skipif(
+    shutil.which("c++") is None or shutil.which("ninja") is None,
+    reason="the compiled choice needs a C++ compiler and ninja",
+)
 VOCAB = 6  # PAD, UNK, BOS, EOS and two ordinary tokens: 3 producible tokens besides EOS
 WIDE = 128  # more than the 1 + 3 + 9 + 27 + 81 = 121 outputs of at most 4 tokens
 
@@ -70,6 +87,16 @@ class FakeModel:
         logits = self.table[step, prev] + self.source_weight * ((query + context) @ self.output)
         new_state = FakeState(torch.tanh((state.hidden + context) @ self.mix), state.step + 1)
         return torch.log_softmax(logits, dim=1), new_state, weights
+
+
+class FakeLogitsModel(FakeModel):
+    """FakeModel that also gives its logits: greedy search chooses from them in compiled code."""
+
+    def decode_step_logits(
+        self, prev: Tensor, state: FakeState, enc: FakeEncoding
+    ) -> tuple[Tensor, FakeState, Tensor]:
+        # log_softmax is shift-invariant: the log-probs are logits whose log_softmax is decode_step's
+        return self.decode_step(prev, state, enc)
 
 
 def batch(lengths: list[int], seed: int = 1) -> tuple[Tensor, Tensor]:
@@ -357,11 +384,14 @@ def test_real_model(variant: str) -> None:
     lengths = torch.tensor([5, 3, 7])
     src = torch.randint(4, 12, (3, 7)) * (torch.arange(7) < lengths.unsqueeze(1))
     rules = SearchConfig(max_len_a=1.0, max_len_b=3)
-    greedy = greedy_search(model, src, lengths, rules)
+    greedy = greedy_search(model, src, lengths, rules, compiled=False)
     beam1 = beam_search(model, src, lengths, replace(rules, beam_size=1))
     for (g,), (b,) in zip(greedy, beam1):
         assert g.tokens == b.tokens and g.log_prob == b.log_prob
         assert torch.equal(g.attention, b.attention)
+    for (c,), (g,) in zip(greedy_search(model, src, lengths, rules), greedy):  # the compiled choice
+        assert c.tokens == g.tokens and c.log_prob == pytest.approx(g.log_prob, abs=1e-5)
+        assert torch.equal(c.attention, g.attention)
     results = search(model, src, lengths, replace(rules, beam_size=3, nbest=2))
     for hyps, n in zip(results, lengths.tolist()):
         assert len(hyps) == 2 and hyps[0].score >= hyps[1].score
@@ -433,3 +463,106 @@ def test_search_keeps_finished_sentences_until_the_rule_drops_them(beam: int) ->
         assert model.sentences == working_set_sizes(finish_steps)
     else:
         assert model.sentences[0] == len(lengths) and model.sentences == sorted(model.sentences, reverse=True)
+
+
+# ------------------------------------------------------------------------------------ the compiled choice
+NO_HISTORY_RULES = [rules for rules in RULES if not rules.no_repeat_ngram] + [
+    SearchConfig(length_norm=LengthNorm.gnmt, alpha=0.6, max_len_a=1.0, max_len_b=1, min_len=3)
+]
+
+
+@needs_compiler
+@pytest.mark.parametrize("rules", NO_HISTORY_RULES)
+def test_the_compiled_choice_gives_the_reference_greedy_search(rules: SearchConfig, monkeypatch) -> None:
+    model = FakeLogitsModel(seed=13)
+    assert isinstance(model, LogitsDecodingModel) and not isinstance(FakeModel(), LogitsDecodingModel)
+    src, lengths = batch([5, 2, 7, 4, 9, 3], seed=3)
+    want = greedy_search(model, src, lengths, rules, compiled=False)
+    calls = []
+    monkeypatch.setattr("nmt.search._compiled_choice", lambda *a: calls.append(1) or _compiled_choice(*a))
+    got = greedy_search(model, src, lengths, rules)
+    assert len(calls) == max(len(g.tokens) for (g,) in got) + 1  # every step chose in compiled code
+    for (g,), (w,) in zip(got, want):
+        assert g.tokens == w.tokens
+        assert g.log_prob == pytest.approx(w.log_prob, abs=1e-5) and g.score == pytest.approx(
+            w.score, abs=1e-5
+        )
+        assert torch.equal(g.attention, w.attention)
+
+
+@needs_compiler
+def test_the_compiled_choice_leaves_no_repeat_ngram_to_the_reference(monkeypatch) -> None:
+    monkeypatch.setattr("nmt.search._compiled_choice", lambda *a: pytest.fail("chose in compiled code"))
+    src, lengths = batch([4, 6])
+    greedy_search(
+        FakeLogitsModel(), src, lengths, SearchConfig(max_len_a=1.0, max_len_b=0, no_repeat_ngram=2)
+    )
+
+
+def reference_choice(logits: Tensor, log_prob: Tensor, step: int, max_lens: Tensor, cfg: SearchConfig):
+    return _reference_choice(
+        torch.log_softmax(logits, dim=1), log_prob.clone(), None, step, max_lens, int(max_lens.min()), cfg
+    )
+
+
+@needs_compiler
+def test_the_compiled_choice_applies_the_rules_to_a_step() -> None:
+    gen = torch.Generator().manual_seed(7)
+    rows, vocab = 40, 300
+    logits = 4 * torch.randn(rows, vocab, generator=gen, dtype=torch.float64)
+    logits[:5, PAD_ID] = 50.0  # the largest logit forbidden: the best allowed one instead
+    logits[5:10, BOS_ID] = 50.0
+    logits[10:20, EOS_ID] = 50.0  # EOS best: chosen only from the minimum length on
+    log_prob = -10 * torch.rand(rows, generator=gen, dtype=torch.float64)
+    max_lens = torch.randint(2, 6, (rows,), generator=gen)
+    extension = choice_extension()
+    assert extension is not None
+    for step, min_len in itertools.product(range(6), (0, 3)):
+        cfg = SearchConfig(min_len=min_len)
+        token, extended = _compiled_choice(logits.float(), log_prob.float(), step, max_lens, cfg)
+        want_token, want_extended = reference_choice(logits.float(), log_prob.float(), step, max_lens, cfg)
+        assert torch.equal(token, want_token), (step, min_len)
+        torch.testing.assert_close(extended, want_extended, rtol=1e-6, atol=1e-5)
+        # written out in float64: EOS at the maximum length, else the largest logit outside the forbidden ids
+        forbidden = torch.tensor([PAD_ID, BOS_ID] + ([EOS_ID] if step < min_len else []))
+        plain = torch.where(
+            step >= max_lens, EOS_ID, logits.index_fill(1, forbidden, float("-inf")).argmax(1)
+        )
+        assert torch.equal(token, plain)
+        exact = log_prob + logits.gather(1, plain[:, None])[:, 0] - torch.logsumexp(logits, 1)
+        token64, extended64 = extension.greedy_choice(logits, log_prob, max_lens, step, EOS_ID, forbidden)
+        assert torch.equal(token64, plain)
+        torch.testing.assert_close(extended64, exact, rtol=0, atol=1e-12)
+
+
+@needs_compiler
+def test_the_compiled_choice_takes_the_first_of_equal_logits() -> None:
+    logits = torch.zeros(3, 8)
+    logits[:, [5, 6]] = 2.0
+    logits[2, [PAD_ID, BOS_ID]] = 3.0  # PAD and BOS higher, and forbidden: the scan for the best allowed one
+    token, _ = _compiled_choice(logits, torch.zeros(3), 0, torch.full((3,), 9), SearchConfig())
+    assert token.tolist() == [5, 5, 5]
+
+
+@needs_compiler
+def test_the_compiled_choice_refuses_arguments_that_do_not_fit() -> None:
+    extension = choice_extension()
+    assert extension is not None
+    logits, log_prob, max_lens = torch.zeros(2, 6), torch.zeros(2), torch.full((2,), 4)
+    ids = torch.tensor([PAD_ID])
+    with pytest.raises(RuntimeError, match="one running log-prob per row"):
+        extension.greedy_choice(logits, torch.zeros(3), max_lens, 0, EOS_ID, ids)
+    with pytest.raises(RuntimeError, match="one int64 maximum length per row"):
+        extension.greedy_choice(logits, log_prob, max_lens.float(), 0, EOS_ID, ids)
+    with pytest.raises(RuntimeError, match="forbidden id 6 outside the vocabulary of 6"):
+        extension.greedy_choice(logits, log_prob, max_lens, 0, EOS_ID, torch.tensor([6]))
+    with pytest.raises(RuntimeError, match="every one of the 6 tokens is forbidden"):
+        extension.greedy_choice(logits, log_prob, max_lens, 0, EOS_ID, torch.arange(6))
+    with pytest.raises(RuntimeError, match="EOS id 9 outside"):
+        extension.greedy_choice(logits, log_prob, max_lens, 0, 9, ids)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        extension.greedy_choice(torch.zeros(6, 2).t(), log_prob, max_lens, 0, EOS_ID, ids)
+    token, extended = extension.greedy_choice(
+        torch.zeros(0, 6), torch.zeros(0), torch.zeros(0).long(), 0, 3, ids
+    )
+    assert token.shape == extended.shape == (0,)

@@ -131,8 +131,12 @@ def test_forward_equals_step_by_step_decoding(cfg: ModelConfig) -> None:
         enc = model.encode(src, src_lengths)
         state = model.init_decoder_state(enc)
         for t in range(tgt_in.size(1)):
+            step_logits, _, _ = model.decode_step_logits(tgt_in[:, t], state, enc)
             log_probs, state, weights = model.decode_step(tgt_in[:, t], state, enc)
             torch.testing.assert_close(log_probs, logits[:, t].log_softmax(-1), atol=1e-5, rtol=0)
+            assert torch.equal(
+                log_probs, step_logits.log_softmax(-1)
+            )  # decode_step_logits: before log_softmax
             torch.testing.assert_close(weights, attention[:, t], atol=1e-6, rtol=0)
 
 

@@ -243,7 +243,9 @@ def test_shortlist_log_probs_are_the_full_ones_restricted_and_renormalised(fixtu
         local, real = torch.tensor([BOS_ID]), torch.tensor([BOS_ID])
         for position in (4, 6, 5):  # feed real ids 7, 20, 11 after BOS
             full, state_full, attention_full = model.decode_step(real, state_full, enc)
+            short_logits, _, _ = restricted.decode_step_logits(local, state_short, enc)
             short, state_short, attention_short = restricted.decode_step(local, state_short, enc)
+            assert torch.equal(short, short_logits.log_softmax(-1))
             kept = full[:, ids]
             torch.testing.assert_close(short, kept - kept.logsumexp(dim=-1, keepdim=True), rtol=0, atol=1e-6)
             assert torch.equal(attention_short, attention_full) and torch.equal(

@@ -15,10 +15,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
 using at::Tensor;
+using nmt::log_sum_exp;
 using nmt::vector_exp;
 
 namespace {
@@ -38,8 +38,7 @@ void forward_kernel(const Tensor& logits, const Tensor& target, const Tensor& ma
   scalar_t* lses = lse.data_ptr<scalar_t>();
   const scalar_t eps = smoothing;
   at::parallel_for(0, logits.size(0), POSITIONS_PER_TASK, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> exps(vocab);  // stored, then summed: the exp vectorizes only where it is stored
-    scalar_t* __restrict__ e = exps.data();
+    std::vector<scalar_t> scratch(vocab);
     for (int64_t p = begin; p < end; ++p) {
       if (!real[p]) {
         losses[p] = nlls[p] = lses[p] = 0;
@@ -48,16 +47,10 @@ void forward_kernel(const Tensor& logits, const Tensor& target, const Tensor& ma
       TORCH_CHECK(gold[p] >= 0 && gold[p] < vocab, "cross_entropy_forward: target ", gold[p], " at position ", p,
                   " is outside the vocabulary of ", vocab);
       const scalar_t* __restrict__ x = rows + p * vocab;
-      scalar_t top = -std::numeric_limits<scalar_t>::infinity(), total = 0, sum_x = 0;
-#pragma omp simd reduction(max : top)
-      for (int64_t v = 0; v < vocab; ++v) top = std::max(top, x[v]);
-      for (int64_t v = 0; v < vocab; ++v) e[v] = vector_exp(x[v] - top);
-#pragma omp simd reduction(+ : total, sum_x)
-      for (int64_t v = 0; v < vocab; ++v) {
-        total += e[v];
-        sum_x += x[v];
-      }
-      lses[p] = top + std::log(total);
+      scalar_t top, sum_x = 0;
+      lses[p] = log_sum_exp(x, vocab, scratch.data(), top);
+#pragma omp simd reduction(+ : sum_x)
+      for (int64_t v = 0; v < vocab; ++v) sum_x += x[v];
       nlls[p] = lses[p] - x[gold[p]];
       losses[p] = (1 - eps) * nlls[p] + eps * (lses[p] - sum_x / vocab);
     }

@@ -1,9 +1,11 @@
 // Elementwise functions written for the compiler to vectorize, shared by the compiled kernels.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 namespace nmt {
 
@@ -38,6 +40,22 @@ inline double vector_exp(double x) { return std::exp(x); }  // float64 is the te
 template <typename scalar_t>
 inline scalar_t vector_sigmoid(scalar_t x) {
   return 1 / (1 + vector_exp(-x));
+}
+
+// log sum_v exp(x_v) over the n values of x, the largest (written into top) subtracted before the exp so that
+// nothing overflows. scratch: n values, where the exps are stored before they are summed (the exp vectorizes only
+// where its results are stored).
+template <typename scalar_t>
+inline scalar_t log_sum_exp(const scalar_t* __restrict__ x, int64_t n, scalar_t* __restrict__ scratch,
+                            scalar_t& top) {
+  scalar_t largest = -std::numeric_limits<scalar_t>::infinity(), total = 0;
+#pragma omp simd reduction(max : largest)
+  for (int64_t v = 0; v < n; ++v) largest = std::max(largest, x[v]);
+  for (int64_t v = 0; v < n; ++v) scratch[v] = vector_exp(x[v] - largest);
+#pragma omp simd reduction(+ : total)
+  for (int64_t v = 0; v < n; ++v) total += scratch[v];
+  top = largest;
+  return largest + std::log(total);
 }
 
 }  // namespace nmt

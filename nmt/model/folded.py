@@ -140,8 +140,16 @@ class FoldedModel(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """``Seq2Seq.decode_step``: ``prev_tokens`` ``[rows]`` -> log-probs ``[rows, tgt_vocab]``, the new state,
         attention weights ``[rows, src_len]``."""
+        logits, state, weights = self.decode_step_logits(prev_tokens, state, enc)
+        return torch.log_softmax(logits, dim=-1), state, weights
+
+    def decode_step_logits(
+        self, prev_tokens: Tensor, state: DecoderState, enc: FoldedEncoding
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """``decode_step`` before its ``log_softmax``: logits ``[rows, tgt_vocab]``, the new state, attention
+        weights ``[rows, src_len]``."""
         pre_output, state, weights = self.pre_output_step(prev_tokens, state, enc)
-        return torch.log_softmax(self.output_layer(pre_output), dim=-1), state, weights
+        return self.output_layer(pre_output), state, weights
 
     def pre_output_step(
         self, prev_tokens: Tensor, state: DecoderState, enc: FoldedEncoding
