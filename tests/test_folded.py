@@ -3,6 +3,7 @@ float64 for every model variant, the same hypotheses on a trained model, and the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import shutil
 from pathlib import Path
@@ -135,6 +136,42 @@ def test_the_compiled_attention_and_mixing_give_the_eager_step_in_float64(rnn, l
 
 
 @needs_compiler
+def test_dropping_sentences_through_the_index_gives_the_step_on_copied_rows():
+    """The compiled model's encoding drops and reorders sentences through ``sentences`` without copying products,
+    keys or mask; its steps equal the eager step's on an encoding whose rows were copied (float64)."""
+    model = random_model(RnnType.gru, DecoderStep.bahdanau, AttentionType.bahdanau, 1)
+    eager, compiled = fold(model), fold(model, compiled=True)
+    src = torch.randint(4, 30, (4, 6), generator=torch.Generator().manual_seed(3))
+    lengths = torch.tensor([6, 2, 5, 4])
+    src = src * (torch.arange(6) < lengths.unsqueeze(1))
+    keep = torch.tensor([3, 0, 2])  # sentence 1 finished; the rest reordered
+    with torch.no_grad():
+        indexed, copied = compiled.encode(src, lengths), eager.encode(src, lengths)
+        assert copied.sentences is None and torch.equal(indexed.sentences, torch.arange(4))
+        products = indexed.products
+        indexed, copied = indexed.index_select(keep), copied.index_select(keep)
+        assert indexed.products is products  # not copied
+        assert torch.equal(indexed.sentences, keep) and indexed.products.size(0) == 4
+        assert indexed.hidden.size(1) == 3 and torch.equal(indexed.hidden, copied.hidden)
+        own = indexed.own_rows()
+        for name in ("products", "mask", "keys"):
+            assert torch.equal(getattr(own, name), getattr(copied, name))
+        state = eager.init_decoder_state(copied)
+        compiled_state = compiled.init_decoder_state(indexed)
+        prev = torch.tensor([2, 7, 9])
+        for _ in range(4):
+            want, state, want_weights = eager.decode_step(prev, state, copied)
+            got, compiled_state, got_weights = compiled.decode_step(prev, compiled_state, indexed)
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+            torch.testing.assert_close(got_weights, want_weights, rtol=0, atol=1e-12)
+            prev = want.argmax(dim=-1)
+        # the eager step (another device or float type than the kernels') reads the same rows
+        got, _, got_weights = eager.decode_step(prev, state, indexed)
+        want, _, want_weights = eager.decode_step(prev, state, copied)
+        assert torch.equal(got, want) and torch.equal(got_weights, want_weights)
+
+
+@needs_compiler
 def test_the_compiled_step_applies_to_additive_attention_in_the_bahdanau_order_only():
     for step, attention in [
         (DecoderStep.luong, AttentionType.bahdanau),
@@ -152,8 +189,13 @@ def test_the_compiled_step_rejects_rows_that_do_not_fit_its_arguments():
         state = folded.init_decoder_state(enc)
         with pytest.raises(RuntimeError, match="outside the tables' 40 rows"):
             folded.decode_step(torch.tensor([2, 40]), state, enc)
-        with pytest.raises(RuntimeError, match="3 query rows do not divide into the 2 sentences"):
+        with pytest.raises(
+            RuntimeError, match="3 query rows do not divide into the working set's 2 sentences"
+        ):
             folded.decode_step(torch.tensor([2, 2, 2]), state.index_select(torch.tensor([0, 0, 1])), enc)
+        outside = dataclasses.replace(enc, sentences=torch.tensor([0, 2]))
+        with pytest.raises(RuntimeError, match="a sentence outside the keys' 2 rows"):
+            folded.decode_step(torch.tensor([2, 2]), state, outside)
 
 
 @needs_compiler

@@ -484,19 +484,22 @@ std::vector<Tensor> bigru_backward(const Tensor& grad_states, const Tensor& w_hh
 //     out = T[y] + sum_j a_j P_j      P = W_ctx H, the annotations' products [B, S, D]; T[y] the table row of the
 //                                     row's previous token [D]
 // (eagerly a broadcast add, sigmoid_, the product with v, a masked softmax, a table lookup and a baddbmm, each a
-// pass over memory). Row r is a beam of sentence r / group: the beams of a sentence are consecutive rows.
+// pass over memory). The working set's n sentences are rows sentences[0..n) of the keys, products and padding (search
+// drops finished sentences from the index, not from those tensors); row r is a beam of the working set's sentence
+// r / group: the beams of a sentence are consecutive rows.
 template <typename scalar_t>
 void search_attend_kernel(const Tensor& query, const Tensor& keys, const Tensor& products, const Tensor& padding,
-                          const Tensor& v2, const Tensor& tables, const Tensor& tokens, Tensor& weight,
-                          Tensor& mixed) {
+                          const Tensor& sentences, const Tensor& v2, const Tensor& tables, const Tensor& tokens,
+                          Tensor& weight, Tensor& mixed) {
   // An empty batch has no rows to share out (and no sentences to divide by).
-  const int64_t rows = query.size(0), group = keys.size(0) > 0 ? rows / keys.size(0) : 1;
+  const int64_t rows = query.size(0), group = sentences.size(0) > 0 ? rows / sentences.size(0) : 1;
   const int64_t src_len = keys.size(1), att = keys.size(2), dim = products.size(2);
   const scalar_t* queries = query.data_ptr<scalar_t>();
   const scalar_t* key_rows = keys.data_ptr<scalar_t>();
   const scalar_t* product_rows = products.data_ptr<scalar_t>();
   const scalar_t* table_rows = tables.data_ptr<scalar_t>();
   const int64_t* previous = tokens.data_ptr<int64_t>();
+  const int64_t* sentence_rows = sentences.data_ptr<int64_t>();
   const scalar_t* v = v2.data_ptr<scalar_t>();
   const bool* padded = padding.data_ptr<bool>();
   scalar_t* weights = weight.data_ptr<scalar_t>();
@@ -504,7 +507,7 @@ void search_attend_kernel(const Tensor& query, const Tensor& keys, const Tensor&
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> energy_buffer(att);
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / group;
+      const int64_t b = sentence_rows[r / group];
       scalar_t* w = weights + r * src_len;
       attention_row(queries + r * att, key_rows + b * src_len * att, padded + b * src_len, v, src_len, att,
                     energy_buffer.data(), w);
@@ -515,23 +518,32 @@ void search_attend_kernel(const Tensor& query, const Tensor& keys, const Tensor&
   });
 }
 
+// Whether every value of the int64 tensor `ids` is in [0, size).
+bool all_below(const Tensor& ids, int64_t size) {
+  return ids.numel() == 0 || (ids.min().item<int64_t>() >= 0 && ids.max().item<int64_t>() < size);
+}
+
 // Returns the weights [rows, S] and the mixed products [rows, D] of `search_attend_kernel`.
 std::vector<Tensor> search_attend(const Tensor& query, const Tensor& keys, const Tensor& products,
-                                  const Tensor& padding, const Tensor& v2, const Tensor& tables,
-                                  const Tensor& tokens) {
-  check_layout("search_attend", {query, keys, products, padding, v2, tables, tokens}, {});
-  TORCH_CHECK(query.size(0) == 0 || (keys.size(0) > 0 && query.size(0) % keys.size(0) == 0), "search_attend: ",
-              query.size(0), " query rows do not divide into the ", keys.size(0), " sentences of the keys");
+                                  const Tensor& padding, const Tensor& sentences, const Tensor& v2,
+                                  const Tensor& tables, const Tensor& tokens) {
+  check_layout("search_attend", {query, keys, products, padding, sentences, v2, tables, tokens}, {});
+  TORCH_CHECK(sentences.scalar_type() == at::kLong && sentences.dim() == 1,
+              "search_attend: the working set's sentences: int64 [n]");
+  TORCH_CHECK(query.size(0) == 0 || (sentences.size(0) > 0 && query.size(0) % sentences.size(0) == 0),
+              "search_attend: ", query.size(0), " query rows do not divide into the working set's ", sentences.size(0),
+              " sentences");
+  TORCH_CHECK(all_below(sentences, keys.size(0)), "search_attend: a sentence outside the keys' ", keys.size(0),
+              " rows");
   TORCH_CHECK(tokens.scalar_type() == at::kLong && tokens.numel() == query.size(0),
               "search_attend: one int64 token per query row");
   TORCH_CHECK(tables.size(1) == products.size(2), "search_attend: the tables and the products differ in width");
-  TORCH_CHECK(tokens.numel() == 0 || (tokens.min().item<int64_t>() >= 0 &&
-                                      tokens.max().item<int64_t>() < tables.size(0)),
-              "search_attend: a token outside the tables' ", tables.size(0), " rows");
+  TORCH_CHECK(all_below(tokens, tables.size(0)), "search_attend: a token outside the tables' ", tables.size(0),
+              " rows");
   Tensor weight = at::empty({query.size(0), keys.size(1)}, query.options());
   Tensor mixed = at::empty({query.size(0), products.size(2)}, query.options());
   AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "search_attend", [&] {
-    search_attend_kernel<scalar_t>(query, keys, products, padding, v2, tables, tokens, weight, mixed);
+    search_attend_kernel<scalar_t>(query, keys, products, padding, sentences, v2, tables, tokens, weight, mixed);
   });
   return {weight, mixed};
 }

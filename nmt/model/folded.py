@@ -121,14 +121,19 @@ class FoldedModel(nn.Module):
         return self.model.decoder.output
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> FoldedEncoding:
-        """``Seq2Seq.encode``, then P = W_ctx h: ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``."""
+        """``Seq2Seq.encode``, then P = W_ctx h: ``src`` ``[batch, src_len]``, ``src_lengths`` ``[batch]``. For the
+        compiled step, an encoding with ``sentences`` (``FoldedEncoding``): dropping finished sentences copies
+        nothing wide."""
         enc = self.model.encode(src, src_lengths)
+        products = self.context_product(enc.states)
+        indexed = self.compiled_attention and not outside_compiled(products)
         return FoldedEncoding(
-            products=self.context_product(enc.states),
+            products=products,
             mask=enc.mask,
             keys=enc.keys,
             hidden=enc.hidden,
             cell=enc.cell,
+            sentences=torch.arange(src.size(0), device=src.device) if indexed else None,
         )
 
     def init_decoder_state(self, enc: FoldedEncoding) -> DecoderState:
@@ -178,7 +183,7 @@ class FoldedModel(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """a_i = attention(s_{i-1}, h) ``[rows, src_len]`` and [g_i ; o_i] = T[y_{i-1}] + sum_j a_ij P_j ``[rows,
         table]``, from ``prev_tokens`` ``[rows]`` and the query s_{i-1} ``[rows, hidden]``: the reference."""
-        rows = prev_tokens.size(0)
+        rows, enc = prev_tokens.size(0), enc.own_rows()
         weights = self.model.decoder.attention.weights(query, enc.keys, enc.mask)
         batch, group, _ = weights.shape
         mixed = torch.baddbmm(self.tables[prev_tokens].view(batch, group, -1), weights, enc.products)
@@ -191,11 +196,15 @@ class FoldedModel(nn.Module):
         additive attention only, with the query layer and v doubled once here (the score's sigmoid form)."""
         extension = loops_extension()
         assert extension is not None and self.doubled_query is not None and self.doubled_v is not None
+        sentences = enc.sentences
+        if sentences is None:
+            sentences = torch.arange(enc.products.size(0), device=enc.products.device)
         return extension.search_attend(
             F.linear(query, self.doubled_query),
             enc.keys,
             enc.products,
             enc.mask.logical_not(),
+            sentences,
             self.doubled_v,
             self.tables,
             prev_tokens.contiguous(),
@@ -206,7 +215,7 @@ class FoldedModel(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """The cells on T[y] + W_if h~_{i-1}, then attend with s_i, then h~_i = tanh(W_cs s_i + b_c + a P)."""
         assert self.feed_product is not None and state.input_feed is not None
-        rows = prev_tokens.size(0)
+        rows, enc = prev_tokens.size(0), enc.own_rows()
         gates_in = self.tables[prev_tokens] + self.feed_product(state.input_feed)
         hidden, cell = self.model.decoder.recur_from_gates(
             gates_in, self.hidden_product(state.hidden[0]), state

@@ -58,6 +58,11 @@ class FoldedEncoding(_Rows):
     ``products``: P_j = W_ctx h_j, the part of the decoder's products that the context c_i = sum_j a_ij h_j
     enters through (so that W_ctx c_i = sum_j a_ij P_j), ``[batch, src_len, product]`` (zeros on padding).
     ``mask``, ``keys``, ``hidden``, ``cell``: as in :class:`EncoderOutput`.
+
+    ``sentences``: None, or ``[n]`` long, the rows of ``products``, ``mask`` and ``keys`` that this encoding's n
+    sentences are. Then ``index_select`` picks from ``sentences`` and leaves those three whole: nothing wide is
+    copied when search drops finished sentences, and the compiled search step reads the rows through the index
+    (``nmt.model.folded``). ``hidden`` and ``cell`` always hold the n sentences' own rows.
     """
 
     batch_dims: ClassVar[dict[str, int]] = {"products": 0, "mask": 0, "keys": 0, "hidden": 1, "cell": 1}
@@ -67,6 +72,33 @@ class FoldedEncoding(_Rows):
     keys: Tensor
     hidden: Tensor
     cell: Tensor | None = None
+    sentences: Tensor | None = None
+
+    def index_select(self, index: Tensor) -> FoldedEncoding:
+        """Sentences ``index`` (``[n]``, long): their rows of every field, or, with ``sentences``, their entries
+        of it (and their rows of ``hidden`` and ``cell``)."""
+        if self.sentences is None:
+            return super().index_select(index)
+        return dataclasses.replace(
+            self,
+            sentences=self.sentences.index_select(0, index),
+            hidden=self.hidden.index_select(1, index),
+            cell=None if self.cell is None else self.cell.index_select(1, index),
+        )
+
+    def own_rows(self) -> FoldedEncoding:
+        """This encoding with ``products``, ``mask`` and ``keys`` holding just its sentences' rows, in order
+        (itself when ``sentences`` is None)."""
+        if self.sentences is None:
+            return self
+        index = self.sentences
+        return dataclasses.replace(
+            self,
+            products=self.products.index_select(0, index),
+            mask=self.mask.index_select(0, index),
+            keys=self.keys.index_select(0, index),
+            sentences=None,
+        )
 
 
 @dataclass
