@@ -32,7 +32,9 @@ first EOS, i.e. behave exactly like greedy search.
 Done sentences leave the working set (``index_select`` on the encoder output's sentences and the state's
 rows), so the batch shrinks as sentences finish; but not at once (:class:`_WorkingSet`). Dropping them copies
 every sentence that stays, and a folded encoding is wide (``nmt.model.folded``): copying a sentence costs about
-as much as one decoder step of one row. So a sentence that finishes stays in the batch, ignored, until the
+as much as one decoder step of one row. (The compiled step's encoding drops sentences from an index instead,
+``FoldedEncoding.sentences``; dropping them at once measured no faster, so one rule serves every model.) So a
+sentence that finishes stays in the batch, ignored, until the
 row-steps spent on finished sentences since the last compaction reach the number of sentences still searching
 (rent or buy: never more than about twice the cheaper of the two). The rows of a float model do not interact,
 so a finished sentence carried along changes nothing for the others; an int8 model quantizes each step's
