@@ -267,13 +267,16 @@ def greedy_search(
     ``beam_size=1``.
     """
     device = src.device
-    from_logits = (
+    # the model's logits step where the compiled choice applies (module docstring), decided once per batch
+    step_logits = None
+    if (
         compiled
         and not cfg.no_repeat_ngram
         and device.type == "cpu"
         and isinstance(model, LogitsDecodingModel)
         and choice_extension() is not None
-    )
+    ):
+        step_logits = model.decode_step_logits
     n = src.size(0)
     enc = model.encode(src, src_lengths)
     state = model.init_decoder_state(enc)
@@ -287,9 +290,8 @@ def greedy_search(
     found: list[_Finished] = []
     step = 0
     while True:
-        if from_logits:
-            assert isinstance(model, LogitsDecodingModel)
-            logits, state, step_attention = model.decode_step_logits(prev, state, enc)
+        if step_logits is not None:
+            logits, state, step_attention = step_logits(prev, state, enc)
             token, log_prob = _compiled_choice(logits, log_prob, step, max_lens, cfg)
         else:
             log_probs, state, step_attention = model.decode_step(prev, state, enc)
